@@ -1,0 +1,58 @@
+"""The trivial bound: the product of layerwise Lipschitz constants.
+
+For ``f = A_L ∘ σ_{L−1} ∘ … ∘ σ_1 ∘ A_1`` with ``A_i(h) = W_i h + b_i``,
+
+    Lip_p(f) ≤ ‖W_L‖_{p→p} · ∏_{i<L} Lip_p(σ_i) · ‖W_i‖_{p→p},
+
+because Lipschitz constants multiply under composition and biases do not change them. Each
+factor is a *certified* upper bound (``tightlip.norms.certified_operator_norm``), and the
+product is rounded up, so the result is sound in floating point.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tightlip.bounds import register_upper
+from tightlip.certificate import Certificate, LayerBound
+from tightlip.model import ActivationStep, AffineStep, LayerChain
+from tightlip.norms import NormName, certified_operator_norm
+
+
+def layer_factors(chain: LayerChain, norm: NormName) -> tuple[LayerBound, ...]:
+    """The per-layer factors of the trivial bound, in order."""
+    factors = []
+    for step in chain.steps:
+        if isinstance(step, AffineStep):
+            factors.append(
+                LayerBound(step.name, "linear", certified_operator_norm(step.weight, norm))
+            )
+        elif isinstance(step, ActivationStep):
+            factors.append(
+                LayerBound(
+                    step.name, type(step.activation).__name__, step.activation.lipschitz(norm)
+                )
+            )
+    return tuple(factors)
+
+
+def product_rounded_up(values: list[float] | tuple[float, ...]) -> float:
+    """``∏ values`` computed so that the float result is ``≥`` the exact product."""
+    result = 1.0
+    for value in values:
+        result = math.nextafter(result * value, math.inf)
+    return result
+
+
+@register_upper("trivial")
+def trivial_bound(chain: LayerChain, norm: NormName) -> Certificate:
+    factors = layer_factors(chain, norm)
+    return Certificate(
+        value=product_rounded_up([f.value for f in factors]),
+        method="trivial",
+        norm=norm,
+        kind="upper",
+        seconds=0.0,
+        sound=True,
+        layers=factors,
+    )
