@@ -1,0 +1,119 @@
+"""Differentiable estimates of the trivial bound, and the penalties built on them.
+
+Training needs ``log ∏ ‖W_i‖`` with a gradient at every step, so it cannot afford an SVD per
+step. :class:`TrivialBoundEstimator` keeps one persistent pair of power-iteration vectors per
+linear layer (as ``torch.nn.utils.parametrizations.spectral_norm`` does), runs a few iterations
+without gradient each step, and returns ``σ̂_i = u_iᵀ W_i v_i``, whose gradient w.r.t. ``W_i`` is
+``u_i v_iᵀ``, the gradient of ``σ_max`` at convergence. For ℓ1 and ℓ∞ the operator norms are
+cheap and exact (max column / row abs-sum) and are differentiated directly.
+
+These estimates may *under*-estimate ℓ2 norms; they steer training only. Certification always
+recomputes the sound bound (:mod:`tightlip.bounds.trivial`).
+
+Penalties on the estimate ``L̂`` (the paper leaves the form open; both are offered and measured):
+
+* ``log``:   ``λ · log L̂``  (scale-free: a 1 % cut in the bound is worth the same at any scale);
+* ``hinge``: ``λ · max(0, log L̂ − log L_target)``  (no pressure once below the target);
+* ``none``:  no penalty (the ablation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tightlip.model import ModelShapeError
+from tightlip.norms import NormName
+
+PenaltyForm = Literal["log", "hinge", "none"]
+
+
+def _linear_layers(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def _activation_log_lipschitz(model: nn.Module, norm: NormName) -> float:
+    total = 0.0
+    for module in model.modules():
+        lipschitz = getattr(module, "lipschitz", None)
+        if callable(lipschitz) and not isinstance(module, nn.Linear):
+            total += math.log(lipschitz(norm))
+    return total
+
+
+class TrivialBoundEstimator(nn.Module):
+    """``log L̂ = Σ log ‖W_i‖_{p→p} + Σ log Lip_p(σ_j)`` with persistent power-iteration vectors.
+
+    The vectors are buffers, so they are saved in checkpoints and a resumed run continues with
+    exactly the same estimates.
+    """
+
+    def __init__(
+        self, model: nn.Module, norm: NormName, iterations: int = 1, seed: int = 0
+    ) -> None:
+        super().__init__()
+        self.norm = norm
+        self.iterations = iterations
+        self._layers = _linear_layers(model)
+        if not self._layers:
+            raise ModelShapeError("the model has no nn.Linear layer to penalise")
+        self._activation_log_lip = _activation_log_lipschitz(model, norm)
+        generator = torch.Generator().manual_seed(seed)
+        for i, layer in enumerate(self._layers):
+            out_features, in_features = layer.weight.shape
+            u = torch.randn(out_features, generator=generator, dtype=torch.float64)
+            v = torch.randn(in_features, generator=generator, dtype=torch.float64)
+            self.register_buffer(f"u{i}", (u / u.norm()).to(layer.weight.dtype))
+            self.register_buffer(f"v{i}", (v / v.norm()).to(layer.weight.dtype))
+        self._warm_up(30)
+
+    @torch.no_grad()
+    def _power_step(self, i: int, weight: torch.Tensor, iterations: int) -> None:
+        u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+        for _ in range(iterations):
+            v = weight.T @ u
+            v = v / v.norm().clamp_min(1e-12)
+            u = weight @ v
+            u = u / u.norm().clamp_min(1e-12)
+        getattr(self, f"u{i}").copy_(u)
+        getattr(self, f"v{i}").copy_(v)
+
+    def _warm_up(self, iterations: int) -> None:
+        if self.norm == "2":
+            for i, layer in enumerate(self._layers):
+                self._power_step(i, layer.weight.detach(), iterations)
+
+    def layer_norms(self, update: bool = True) -> list[torch.Tensor]:
+        """Differentiable estimates of ``‖W_i‖_{p→p}`` for every linear layer."""
+        norms = []
+        for i, layer in enumerate(self._layers):
+            weight = layer.weight
+            if self.norm == "1":
+                norms.append(weight.abs().sum(dim=0).max())
+            elif self.norm == "inf":
+                norms.append(weight.abs().sum(dim=1).max())
+            else:
+                if update and self.training:
+                    self._power_step(i, weight.detach(), self.iterations)
+                u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+                norms.append(torch.dot(u, weight @ v).abs())
+        return norms
+
+    def forward(self, update: bool = True) -> torch.Tensor:
+        """``log L̂``, differentiable w.r.t. the model's weights."""
+        logs = torch.stack([n.clamp_min(1e-30).log() for n in self.layer_norms(update)])
+        return logs.sum() + self._activation_log_lip
+
+
+def bound_penalty(log_bound: torch.Tensor, form: PenaltyForm, target: float = 1.0) -> torch.Tensor:
+    """The penalty term (before the weight λ) on the estimated bound ``L̂ = exp(log_bound)``."""
+    if form == "log":
+        return log_bound
+    if form == "hinge":
+        return torch.relu(log_bound - math.log(target))
+    if form == "none":
+        return torch.zeros((), dtype=log_bound.dtype)
+    raise ValueError(f"unknown penalty form {form!r}: choose log, hinge or none")

@@ -1,0 +1,261 @@
+"""Training: a classification loss plus λ times a penalty on the trivial Lipschitz bound.
+
+    loss(θ) = classification(f_θ(x), y) + λ · penalty(L̂(θ)),
+
+with ``L̂`` the differentiable estimate of :class:`tightlip.penalty.TrivialBoundEstimator`.
+The loop is method-agnostic: it takes an :class:`Objective` (an ``nn.Module`` whose state is
+checkpointed with the model), so the baselines reuse it with their own losses.
+
+Determinism and resuming: the model is initialised from ``seed``, every epoch shuffles with a
+generator seeded by ``(seed, epoch)``, and a checkpoint (model, objective state, Adam state)
+is written after every epoch. A run resumed from epoch k therefore replays exactly the batches
+and updates of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tightlip.checkpoint import (
+    CONFIG_FILE,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+from tightlip.losses import LossKind, classification_loss
+from tightlip.model import ModelSpec, build_model, check_finite_parameters
+from tightlip.norms import NormName, parse_norm
+from tightlip.penalty import PenaltyForm, TrivialBoundEstimator, bound_penalty
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (stored in every checkpoint's JSON)."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"  # "cosine" (to 0 over the run) or "constant"
+    seed: int = 0
+    norm: NormName = "2"
+    penalty: PenaltyForm = "log"
+    penalty_weight: float = 0.05
+    penalty_target: float = 1.0
+    loss: LossKind = "margin"
+    margin_epsilon: float = 1.0
+    temperature: float = 0.25
+    power_iterations: int = 2
+
+    def __post_init__(self) -> None:
+        self.norm = parse_norm(self.norm)
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: cosine or constant")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Objective(nn.Module):
+    """``objective(model, x, y) -> (loss, stats)``; its buffers are saved in checkpoints."""
+
+    def forward(  # type: ignore[override]
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+class TightlipObjective(Objective):
+    """Classification loss + λ · penalty(L̂), the method of Kuang et al. (2026)."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.estimator = TrivialBoundEstimator(
+            model, config.norm, iterations=config.power_iterations, seed=config.seed
+        )
+
+    def forward(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        log_bound = self.estimator()
+        logits = model(x)
+        loss = classification_loss(
+            logits,
+            y,
+            c.loss,
+            lipschitz=log_bound.exp(),
+            epsilon=c.margin_epsilon,
+            norm=c.norm,
+            temperature=c.temperature,
+        )
+        if c.penalty != "none":
+            loss = loss + c.penalty_weight * bound_penalty(log_bound, c.penalty, c.penalty_target)
+        accuracy = (logits.argmax(dim=-1) == y).float().mean()
+        return loss, {"acc": float(accuracy), "bound": float(log_bound.detach().exp())}
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    epochs_run: int = 0
+
+
+def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def train(
+    model: nn.Module,
+    objective: Objective,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    model_description: dict[str, Any] | None = None,
+    method: str = "tightlip",
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` with Adam on ``objective``; checkpoint to ``out_dir`` every epoch.
+
+    ``resume=True`` continues from ``out_dir``'s checkpoint. ``stop_after_epochs`` ends the run
+    early (as if interrupted), which the resume test uses.
+    """
+    if train_x.shape[0] != train_y.shape[0]:
+        raise ValueError(f"{train_x.shape[0]} inputs but {train_y.shape[0]} labels")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start_epoch, history, train_seconds = 0, [], 0.0
+    if resume:
+        if out_dir is None or not (Path(out_dir) / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+        saved = load_checkpoint(out_dir)
+        model.load_state_dict(saved.section("model"))
+        objective.load_state_dict(saved.section("objective"))
+        optimizer_tensors = {
+            k[len("optimizer.") :]: v
+            for k, v in saved.tensors.items()
+            if k.startswith("optimizer.")
+        }
+        optimizer_from_tensors(optimizer, optimizer_tensors, saved.config["optimizer"])
+        start_epoch = int(saved.config["epoch"])
+        history = list(saved.config.get("history", []))
+        train_seconds = float(saved.config.get("train_seconds", 0.0))
+
+    n = train_x.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    last_epoch = (
+        config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    )
+    for epoch in range(start_epoch, last_epoch):
+        model.train()
+        objective.train()
+        started = time.perf_counter()
+        order = _epoch_order(n, config.seed, epoch)
+        totals = {"loss": 0.0, "acc": 0.0, "bound": 0.0}
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, epoch * steps_per_epoch + batch, total_steps)
+            loss, stats = objective(model, train_x[index], train_y[index])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            totals["loss"] += float(loss)
+            totals["acc"] += stats.get("acc", 0.0)
+            totals["bound"] = stats.get("bound", 0.0)
+            bar.set_postfix(
+                loss=f"{float(loss):.3f}",
+                acc=f"{stats.get('acc', 0):.3f}",
+                L=f"{totals['bound']:.3g}",
+            )
+        check_finite_parameters(model)
+        train_seconds += time.perf_counter() - started
+        summary = {
+            "epoch": epoch + 1,
+            "loss": totals["loss"] / steps_per_epoch,
+            "train_accuracy": totals["acc"] / steps_per_epoch,
+            "bound_estimate": totals["bound"],
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(summary)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, summary)
+        if out_dir is not None:
+            optimizer_tensors, optimizer_json = optimizer_to_tensors(optimizer)
+            extra = {f"objective.{k}": v for k, v in objective.state_dict().items()}
+            extra.update({f"optimizer.{k}": v for k, v in optimizer_tensors.items()})
+            save_checkpoint(
+                out_dir,
+                model,
+                {
+                    "method": method,
+                    "model": model_description or {},
+                    "train": config.to_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "train_seconds": train_seconds,
+                    "optimizer": optimizer_json,
+                },
+                extra_tensors=extra,
+            )
+    model.eval()
+    return TrainResult(model, history, train_seconds, epochs_run=len(history))
+
+
+def train_tightlip(
+    spec: ModelSpec,
+    config: TrainConfig,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    **kwargs: Any,
+) -> TrainResult:
+    """Build the network of ``spec`` (seeded) and train it with :class:`TightlipObjective`."""
+    if spec.norm != config.norm:
+        raise ValueError(f"model norm {spec.norm} differs from training norm {config.norm}")
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    objective = TightlipObjective(model, config)
+    description = {"kind": "mlp", "arguments": spec.to_dict()}
+    return train(
+        model, objective, train_x, train_y, config, model_description=description, **kwargs
+    )
