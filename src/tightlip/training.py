@@ -200,11 +200,11 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            totals["loss"] += float(loss)
+            totals["loss"] += float(loss.detach())
             totals["acc"] += stats.get("acc", 0.0)
             totals["bound"] = stats.get("bound", 0.0)
             bar.set_postfix(
-                loss=f"{float(loss):.3f}",
+                loss=f"{totals['loss'] / (batch + 1):.3f}",
                 acc=f"{stats.get('acc', 0):.3f}",
                 L=f"{totals['bound']:.3g}",
             )
@@ -223,7 +223,7 @@ def train(
         if out_dir is not None:
             optimizer_tensors, optimizer_json = optimizer_to_tensors(optimizer)
             extra = {f"objective.{k}": v for k, v in objective.state_dict().items()}
-            extra.update({f"optimizer.{k}": v for k, v in optimizer_tensors.items()})
+            extra.update(optimizer_tensors)
             save_checkpoint(
                 out_dir,
                 model,

@@ -1,0 +1,244 @@
+"""The end-to-end job: train on MNIST, bound, certify, attack, and write the report.
+
+``evaluate`` is shared by ``tightlip run``, ``tightlip train`` and ``tightlip certify``, so
+every method (tightlip and the baselines) is measured by the same code into the same
+``metrics.json`` schema.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import tightlip
+from tightlip.bounds import MethodNotApplicableError, lower_bound, upper_bound
+from tightlip.certificate import Certificate, tightness
+from tightlip.certify import DEFAULT_RADII, certify, radius_key
+from tightlip.data import MnistData, load_mnist_splits
+from tightlip.model import ModelSpec, to_chain
+from tightlip.norms import NormName
+from tightlip.report import plot_certified_curve, write_metrics, write_report
+from tightlip.training import TrainConfig, train_tightlip
+
+QUICK_TRAIN_EXAMPLES = 2000
+QUICK_TEST_EXAMPLES = 500
+
+
+@dataclass
+class EvalConfig:
+    """How a trained model is measured."""
+
+    radii: tuple[float, ...] | None = None
+    pgd_steps: int = 50
+    pgd_restarts: int = 2
+    attack_limit: int | None = 1000
+    lower_starts: int = 256
+    lower_seconds: float = 60.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, model, training and evaluation settings."""
+
+    out_dir: Path = Path("runs/default")
+    data_dir: Path | None = None
+    quick: bool = False
+    method: str = "tightlip"
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    resume: bool = False
+    progress: bool = True
+
+
+def load_data(data_dir: Path | None, quick: bool, seed: int = 0) -> MnistData:
+    return load_mnist_splits(
+        data_dir,
+        train_limit=QUICK_TRAIN_EXAMPLES if quick else None,
+        test_limit=QUICK_TEST_EXAMPLES if quick else None,
+        seed=seed,
+    )
+
+
+def sound_upper_bound(model: nn.Module, norm: NormName, method: str = "tightlip") -> Certificate:
+    """The certificate used for certification: the baseline's own, else the trivial bound."""
+    if method != "tightlip":
+        from tightlip.baselines import METHODS
+
+        if method in METHODS:
+            value = METHODS[method].certified_bound(model, norm)
+            return Certificate(value, f"{method}-bound", norm, "upper", 0.0, True)
+    return upper_bound(model, norm, "trivial")
+
+
+def best_lower_bound(
+    model: nn.Module, norm: NormName, starts: torch.Tensor, evaluation: EvalConfig
+) -> Certificate:
+    """Gradient ascent on ‖J_f(x)‖ from data and random starts (see bounds/lower.py)."""
+    try:
+        return lower_bound(
+            model,
+            norm,
+            "gradient",
+            starts=starts[: evaluation.lower_starts],
+            seed=evaluation.seed,
+            time_limit=evaluation.lower_seconds,
+        )
+    except MethodNotApplicableError:
+        return lower_bound(model, norm, "sampled", starts=starts[: evaluation.lower_starts])
+
+
+def evaluate(
+    model: nn.Module,
+    norm: NormName,
+    data: MnistData,
+    evaluation: EvalConfig,
+    *,
+    method: str = "tightlip",
+    train_seconds: float = 0.0,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Bounds, certified and PGD accuracy of ``model`` on the test split, as a metrics dict."""
+    started = time.perf_counter()
+    model.eval()
+    chain = to_chain(model)
+    radii = tuple(evaluation.radii or DEFAULT_RADII[norm])
+    upper = sound_upper_bound(model, norm, method)
+    lower = best_lower_bound(model, norm, data.test_x, evaluation)
+    if lower.value > upper.value * (1 + 1e-9):
+        raise AssertionError(
+            f"lower bound {lower.value} exceeds the sound upper bound {upper.value}: a bug"
+        )
+    result = certify(
+        chain,
+        data.test_x,
+        data.test_y,
+        norm,
+        upper.value,
+        radii,
+        attack_model=model,
+        pgd_steps=evaluation.pgd_steps,
+        pgd_restarts=evaluation.pgd_restarts,
+        attack_limit=evaluation.attack_limit,
+        seed=evaluation.seed,
+    )
+    margins = result.margins
+    curve_radii = [float(r) for r in torch.linspace(0, max(radii) * 1.5, 61)]
+    curve = {
+        "radii": curve_radii,
+        "global": [float(margins.certified(r, "global").float().mean()) for r in curve_radii],
+        "last_layer": [
+            float(margins.certified(r, "last_layer").float().mean()) for r in curve_radii
+        ],
+    }
+    certified = dict(result.certified_accuracy)
+    if method != "tightlip":
+        from tightlip.baselines import METHODS
+
+        local = METHODS.get(method)
+        if local is not None and local.certify_local is not None:
+            local_result = local.certify_local(model, data.test_x, data.test_y, norm, radii)
+            certified["local"] = local_result["certified_accuracy"]
+    best = {
+        radius_key(r): max(by_radius[radius_key(r)] for by_radius in certified.values())
+        for r in radii
+    }
+    return {
+        "method": method,
+        "norm": norm,
+        "clean_accuracy": result.clean_accuracy,
+        "lipschitz_upper": upper.value,
+        "lipschitz_lower": lower.value,
+        "tightness": tightness(upper, lower),
+        "certified_accuracy": certified,
+        "certified_accuracy_best": best,
+        "pgd_accuracy": result.pgd_accuracy,
+        "train_seconds": train_seconds,
+        "certify_seconds": time.perf_counter() - started,
+        "n_test": result.n_examples,
+        "n_attacked": min(result.n_examples, evaluation.attack_limit or result.n_examples),
+        "pgd": {"steps": evaluation.pgd_steps, "restarts": evaluation.pgd_restarts},
+        "upper_certificate": upper.to_dict(),
+        "lower_certificate": lower.to_dict(),
+        "radius_curve": curve,
+        "config": config or {},
+        "versions": {
+            "tightlip": tightlip.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def write_outputs(out_dir: Path, metrics: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(out_dir, metrics)
+    plot_certified_curve(out_dir, metrics)
+    write_report(out_dir, metrics)
+
+
+def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
+    """Train the requested method; returns the model and the training seconds."""
+    common = {
+        "out_dir": run.out_dir / "checkpoint",
+        "resume": run.resume,
+        "progress": run.progress,
+    }
+    if run.method == "tightlip":
+        result = train_tightlip(run.spec, run.train, data.train_x, data.train_y, **common)
+        return result.model, result.train_seconds
+    from tightlip.baselines import METHODS
+    from tightlip.training import train
+
+    if run.method not in METHODS:
+        known = ", ".join(["tightlip", *METHODS])
+        raise ValueError(f"unknown method {run.method!r}: choose one of {known}")
+    torch.manual_seed(run.train.seed)
+    model, objective, description = METHODS[run.method].build(run.spec, run.train)
+    result = train(
+        model,
+        objective,
+        data.train_x,
+        data.train_y,
+        run.train,
+        model_description=description,
+        method=run.method,
+        **common,
+    )
+    return result.model, result.train_seconds
+
+
+def run_experiment(run: RunConfig) -> dict[str, Any]:
+    """Train, certify and report; returns the metrics written to ``out_dir/metrics.json``."""
+    data = load_data(run.data_dir, run.quick, run.train.seed)
+    model, train_seconds = build_and_train(run, data)
+    config = {
+        "method": run.method,
+        "model": run.spec.to_dict(),
+        "train": run.train.to_dict(),
+        "evaluation": run.evaluation.to_dict(),
+        "quick": run.quick,
+        "train_examples": int(data.train_x.shape[0]),
+        "data_dir": str(data.data_dir) if data.data_dir else None,
+    }
+    metrics = evaluate(
+        model,
+        run.spec.norm,
+        data,
+        run.evaluation,
+        method=run.method,
+        train_seconds=train_seconds,
+        config=config,
+    )
+    write_outputs(run.out_dir, metrics)
+    return metrics
