@@ -1,0 +1,76 @@
+"""Certification: the margin constants, both certificates, and the attack cross-check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import tightlip as t
+from tightlip.certify import SoundnessError, certified_radii, certify
+from tightlip.norms import margin_constant
+from tightlip.training import TrainConfig, train_tightlip
+
+
+def test_margin_constants() -> None:
+    assert margin_constant("2") == pytest.approx(math.sqrt(2))
+    assert margin_constant("inf") == 2.0
+    assert margin_constant("1") == 1.0
+
+
+def _trained(norm: str):
+    generator = torch.Generator().manual_seed(1)
+    centers = torch.rand(3, 16, generator=generator)
+    y = torch.randint(0, 3, (600,), generator=generator)
+    x = (centers[y] + 0.05 * torch.randn(600, 16, generator=generator)).clamp(0, 1)
+    spec = t.ModelSpec(input_dim=16, widths=(32,), num_classes=3, activation="abs", norm=norm)
+    config = TrainConfig(
+        epochs=6, batch_size=50, norm=norm, loss="normalized_margin", margin_epsilon=0.1
+    )
+    model = train_tightlip(spec, config, x, y, progress=False).model
+    return model, x[:200], y[:200]
+
+
+@pytest.mark.parametrize("norm", ["2", "inf", "1"])
+def test_certified_points_survive_pgd(norm: str) -> None:
+    model, x, y = _trained(norm)
+    chain = t.to_chain(model)
+    upper = t.upper_bound(model, norm).value
+    radii = {"2": (0.05, 0.2), "inf": (0.01, 0.05), "1": (0.1, 0.4)}[norm]
+    result = certify(
+        chain, x, y, norm, upper, radii, attack_model=model, pgd_steps=30, pgd_restarts=2
+    )
+    assert result.clean_accuracy > 0.9
+    for radius in map(str, radii):
+        for method in ("global", "last_layer"):
+            assert result.certified_accuracy[method][f"{float(radius):g}"] <= (
+                result.pgd_accuracy[f"{float(radius):g}"] + 1e-9
+            )
+
+
+def test_last_layer_certificate_dominates_global() -> None:
+    model, x, y = _trained("2")
+    chain = t.to_chain(model)
+    margins = certified_radii(chain, x, y, "2", t.upper_bound(model, "2").value)
+    assert torch.all(margins.last_layer_radius >= margins.global_radius * (1 - 1e-9))
+    assert margins.global_radius.max() > 0
+
+
+def test_wrong_bound_is_caught_by_the_attack() -> None:
+    model, x, y = _trained("2")
+    chain = t.to_chain(model)
+    too_small = t.upper_bound(model, "2").value * 1e-3  # an unsound "certificate"
+    with pytest.raises(SoundnessError):
+        certify(
+            chain,
+            x,
+            y,
+            "2",
+            too_small,
+            (0.5, 2.0),
+            backbone_upper=1e-3,
+            attack_model=model,
+            pgd_steps=30,
+            pgd_restarts=2,
+        )
