@@ -92,4 +92,10 @@ def _run(
 
 
 # Importing the method modules registers them.
-from tightlip.bounds import trivial  # noqa: E402,F401
+from tightlip.bounds import (  # noqa: E402,F401
+    eclipse,
+    lipsdp,
+    milp,
+    syed_hu,
+    trivial,  # noqa: E402,F401
+)
