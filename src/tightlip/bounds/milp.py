@@ -12,7 +12,8 @@ with non-empty interior:
 For each output row i (resp. input column j) one MILP encodes
 
 * the *forward pass* of a point x of the domain with binary activation indicators δ
-  (standard big-M ReLU constraints with interval-arithmetic bounds on each pre-activation z);
+  (standard big-M ReLU constraints with interval-arithmetic bounds on each pre-activation z;
+  for the negated pairs of the CReLU/Abs conversion, exactly one unit of a pair is on);
 * the *Jacobian-vector product* through the same pattern: ``u_1 = W_1 s``,
   ``a_l = δ_l ⊙ u_l``, ``u_{l+1} = W_{l+1} a_l`` (for ℓ1 the transposed chain from the output),
   where each product ``δ ⊙ u`` is linearised with big-M bounds on u (from |W| and |s| ≤ 1).
@@ -228,6 +229,13 @@ def _encode(
                 prog.constraint(_plus({int(dj): -(eps - z_lo[j])}, z), z_lo[j] - b[j], math.inf)
                 # δ = 0 ⇒ z ≤ −ε:  z − (z_hi + ε)δ ≤ −ε
                 prog.constraint(_plus({int(dj): -(z_hi[j] + eps)}, z), -math.inf, -eps - b[j])
+        pairs = net.activations[i].negated_pairs
+        for j in range(pairs):
+            # units j and j + pairs see z and −z: exactly one is on, also at z = 0 where the
+            # one-sided derivatives are (1, 0) and (0, 1) — never both or neither
+            a, c = int(delta[j]), int(delta[j + pairs])
+            if a >= 0 and c >= 0:
+                prog.constraint({a: 1.0, c: 1.0}, 1.0, 1.0)
         deltas.append(delta)
         prev = h
 

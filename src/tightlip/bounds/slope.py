@@ -75,6 +75,9 @@ class SlopeLayer:
     beta: float
     pieces: tuple[tuple[str, int], ...]
     name: str = "activation"
+    #: ``> 0`` when units ``j`` and ``j + negated_pairs`` have pre-activations ``z`` and ``−z``
+    #: (the CReLU/Abs conversion): exactly one of the two is active at every point
+    negated_pairs: int = 0
 
     @property
     def width(self) -> int:
@@ -210,7 +213,7 @@ def to_slope_network(chain: LayerChain, method: str = "slope-restriction methods
                 notes.append(f"{step.name}: |z| = relu(z) + relu(−z) on rows [W; −W]")
             else:
                 notes.append(f"{step.name}: CReLU(z) = relu([I; −I] z) on rows [W; −W]")
-            layers.append(SlopeLayer(0.0, 1.0, (("relu", 2 * d),), step.name))
+            layers.append(SlopeLayer(0.0, 1.0, (("relu", 2 * d),), step.name, negated_pairs=d))
         elif isinstance(act, SinPair):
             weights[i] = np.concatenate([w, w], axis=0)
             biases[i] = None if b is None else np.concatenate([b, b])
