@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=None, help="MNIST directory")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="2000/300 examples, 1 epoch")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only the rows of --methods in an existing leaderboard.json (same settings)",
+    )
     tl = parser.add_argument_group("tightlip row (the lead tunes these)")
     tl.add_argument("--activation", default="sincos")
     tl.add_argument("--loss", default="normalized_margin")
@@ -344,6 +349,15 @@ def main(argv: list[str] | None = None) -> None:
         "radii": list(RADII),
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "leaderboard.json"
+    if args.update and previous.is_file():
+        old = json.loads(previous.read_text())
+        fresh = {row["method"] for row in rows}
+        kept = {row["method"]: row for row in old["rows"] if row["method"] not in fresh}
+        order = [m for m in ALL_METHODS if m in kept or m in fresh]
+        by_name = {**kept, **{row["method"]: row for row in rows}}
+        rows = [by_name[m] for m in order]
+        header["command"] = f"{old['header']['command']}; then {header['command']}"
     (args.out / "leaderboard.json").write_text(
         json.dumps({"header": header, "deviations": DEVIATIONS, "rows": rows}, indent=2)
     )
