@@ -15,6 +15,13 @@ Penalties on the estimate ``L̂`` (the paper leaves the form open; both are offe
 * ``log``:   ``λ · log L̂``  (scale-free: a 1 % cut in the bound is worth the same at any scale);
 * ``hinge``: ``λ · max(0, log L̂ − log L_target)``  (no pressure once below the target);
 * ``none``:  no penalty (the ablation).
+
+Conditioning control (the third obstruction, ill-conditioned weights) is a separate,
+scale-free term: for ℓ2, ``Σ_i log(σ_max(W_i) / σ_rms(W_i))`` with
+``σ_rms = ‖W_i‖_F / √rank_max``; it is ≥ 0 and vanishes exactly when every singular value
+equals the largest one (a scaled partial isometry), so the top singular directions of
+consecutive layers can always line up. For ℓ1 / ℓ∞ the same shape with column / row
+abs-sums: ``log(max_j c_j / mean_j c_j)``, zero when all column (row) sums are equal.
 """
 
 from __future__ import annotations
@@ -104,8 +111,26 @@ class TrivialBoundEstimator(nn.Module):
 
     def forward(self, update: bool = True) -> torch.Tensor:
         """``log L̂``, differentiable w.r.t. the model's weights."""
-        logs = torch.stack([n.clamp_min(1e-30).log() for n in self.layer_norms(update)])
-        return logs.sum() + self._activation_log_lip
+        return self.log_bound_and_conditioning(update)[0]
+
+    def log_bound_and_conditioning(self, update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log L̂, Σ_i log(‖W_i‖_{p→p} / typical_i))``, both differentiable.
+
+        ``typical_i`` is the RMS singular value for ℓ2 and the mean column / row abs-sum for
+        ℓ1 / ℓ∞, so the second term measures how far each layer is from perfectly conditioned.
+        """
+        norms = self.layer_norms(update)
+        logs = torch.stack([n.clamp_min(1e-30).log() for n in norms])
+        typical = torch.stack([self._typical_scale(layer.weight) for layer in self._layers])
+        conditioning = (logs - typical.clamp_min(1e-30).log()).sum()
+        return logs.sum() + self._activation_log_lip, conditioning
+
+    def _typical_scale(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.norm == "1":
+            return weight.abs().sum(dim=0).mean()
+        if self.norm == "inf":
+            return weight.abs().sum(dim=1).mean()
+        return weight.norm() / math.sqrt(min(weight.shape))
 
 
 def bound_penalty(log_bound: torch.Tensor, form: PenaltyForm, target: float = 1.0) -> torch.Tensor:

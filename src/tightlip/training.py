@@ -51,6 +51,7 @@ class TrainConfig:
     penalty: PenaltyForm = "log"
     penalty_weight: float = 0.05
     penalty_target: float = 1.0
+    conditioning_weight: float = 0.0
     loss: LossKind = "margin"
     margin_epsilon: float = 1.0
     temperature: float = 0.25
@@ -95,7 +96,7 @@ class TightlipObjective(Objective):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
-        log_bound = self.estimator()
+        log_bound, conditioning = self.estimator.log_bound_and_conditioning()
         logits = model(x)
         loss = classification_loss(
             logits,
@@ -108,8 +109,14 @@ class TightlipObjective(Objective):
         )
         if c.penalty != "none":
             loss = loss + c.penalty_weight * bound_penalty(log_bound, c.penalty, c.penalty_target)
+        if c.conditioning_weight > 0:
+            loss = loss + c.conditioning_weight * conditioning
         accuracy = (logits.argmax(dim=-1) == y).float().mean()
-        return loss, {"acc": float(accuracy), "bound": float(log_bound.detach().exp())}
+        return loss, {
+            "acc": float(accuracy),
+            "bound": float(log_bound.detach().exp()),
+            "conditioning": float(conditioning.detach()),
+        }
 
 
 @dataclass
