@@ -10,6 +10,11 @@
   1-Lipschitz by its bound), ``T · CE((z / L̂ + c_p ε (1 − e_y)) / T)``. It is invariant to the
   logit scale, so the temperature keeps its meaning however the weights grow or shrink, as in
   the offset cross-entropy of Lipschitz-by-construction networks (Prach & Lampert 2022).
+* ``last_layer_margin``: trains for the last-layer-exact certificate (GloRo-style, Leino et al.
+  2021). With ``f = W_L ∘ g`` and backbone bound ``L̂_g``, wrong logit j is raised by
+  ``ε · L̂_g · ‖w_y − w_j‖_q``, never more than the global ``c_p · L̂ · ε``; logits are then
+  normalised by ``L̂ = L̂_g · ‖W_L‖`` as in ``normalized_margin``
+  (see :func:`last_layer_margin_loss`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from tightlip.norms import NormName, margin_constant
+from tightlip.norms import NormName, dual_norm, margin_constant, vector_norm
 
-LossKind = Literal["ce", "margin", "normalized_margin"]
+LossKind = Literal["ce", "margin", "normalized_margin", "last_layer_margin"]
 
 
 def classification_loss(
@@ -46,3 +51,25 @@ def classification_loss(
         raised = logits / lipschitz + margin_constant(norm) * epsilon * wrong
         return temperature * F.cross_entropy(raised / temperature, labels)
     raise ValueError(f"unknown loss {kind!r}: choose ce, margin or normalized_margin")
+
+
+def last_layer_margin_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    last_weight: torch.Tensor,
+    backbone_lipschitz: torch.Tensor,
+    lipschitz: torch.Tensor,
+    *,
+    epsilon: float,
+    norm: NormName = "2",
+    temperature: float = 0.25,
+) -> torch.Tensor:
+    """``T · CE((z + ε L̂_g ‖w_y − w_j‖_q (1 − e_y)) / (L̂ T))``: the certificate of certify.py.
+
+    A point whose raised, normalised logits still rank ``y`` first is certified at radius ε by
+    the last-layer-exact test ``z_y − z_j > ‖w_y − w_j‖_q · L_g · ε``.
+    """
+    differences = last_weight[labels][:, None, :] - last_weight[None, :, :]  # (B, C, h)
+    offsets = epsilon * backbone_lipschitz * vector_norm(differences, dual_norm(norm))
+    raised = (logits + offsets) / lipschitz
+    return temperature * F.cross_entropy(raised / temperature, labels)

@@ -109,6 +109,10 @@ class TrivialBoundEstimator(nn.Module):
                 norms.append(torch.dot(u, weight @ v).abs())
         return norms
 
+    def last_weight(self) -> torch.Tensor:
+        """The weight of the final linear layer (the read-out ``W_L``)."""
+        return self._layers[-1].weight
+
     def forward(self, update: bool = True) -> torch.Tensor:
         """``log L̂``, differentiable w.r.t. the model's weights."""
         return self.log_bound_and_conditioning(update)[0]

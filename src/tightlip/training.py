@@ -32,7 +32,7 @@ from tightlip.checkpoint import (
     optimizer_to_tensors,
     save_checkpoint,
 )
-from tightlip.losses import LossKind, classification_loss
+from tightlip.losses import LossKind, classification_loss, last_layer_margin_loss
 from tightlip.model import ModelSpec, build_model, check_finite_parameters
 from tightlip.norms import NormName, parse_norm
 from tightlip.penalty import PenaltyForm, TrivialBoundEstimator, bound_penalty
@@ -98,15 +98,29 @@ class TightlipObjective(Objective):
         c = self.config
         log_bound, conditioning = self.estimator.log_bound_and_conditioning()
         logits = model(x)
-        loss = classification_loss(
-            logits,
-            y,
-            c.loss,
-            lipschitz=log_bound.exp(),
-            epsilon=c.margin_epsilon,
-            norm=c.norm,
-            temperature=c.temperature,
-        )
+        if c.loss == "last_layer_margin":
+            last_norm = self.estimator.layer_norms(update=False)[-1]
+            last_weight = self.estimator.last_weight()
+            loss = last_layer_margin_loss(
+                logits,
+                y,
+                last_weight,
+                (log_bound - last_norm.clamp_min(1e-30).log()).exp(),
+                log_bound.exp(),
+                epsilon=c.margin_epsilon,
+                norm=c.norm,
+                temperature=c.temperature,
+            )
+        else:
+            loss = classification_loss(
+                logits,
+                y,
+                c.loss,
+                lipschitz=log_bound.exp(),
+                epsilon=c.margin_epsilon,
+                norm=c.norm,
+                temperature=c.temperature,
+            )
         if c.penalty != "none":
             loss = loss + c.penalty_weight * bound_penalty(log_bound, c.penalty, c.penalty_target)
         if c.conditioning_weight > 0:
