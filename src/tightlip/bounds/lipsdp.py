@@ -33,9 +33,12 @@ Implementation notes:
   :mod:`tightlip.bounds.eclipse`: every ``Z_i`` is shifted down by a bound on its rounding
   error, certified positive definite through its eigenvalues, and the last eigenvalue is
   rounded up. The check uses the original ``W_1`` (not ``U S``). If the solver's ``T`` is on
-  the boundary (some ``Z_i`` singular), it is mixed with the strictly feasible
-  ECLipsE-Fast point ``T^F = ρ_F Λ^F``: ``(1−θ)T + θT^F`` is feasible for
-  ``(1−θ)ρ + θρ_F`` by convexity, and we take the smallest θ that certifies.
+  the boundary (some ``Z_i`` singular), it is mixed with a strictly feasible closed-form
+  point ``T^F = ρ_F Λ^F`` (the better of ECLipsE-Fast and the greedy member of
+  :mod:`tightlip.bounds.syed_hu`): ``(1−θ)T + θT^F`` is feasible for ``(1−θ)ρ + θρ_F`` by
+  convexity, and we take the smallest θ that certifies. If the solver stalled (deep nets,
+  time limit) and the closed-form point is better, that point is reported, so LipSDP is
+  never worse than it.
 """
 
 from __future__ import annotations
@@ -200,16 +203,26 @@ def lipsdp_bound(
     slopes_m = [(a.alpha + a.beta) / 2 for a in net.activations]
     ts, info = _solve(weights, slopes_m, solver, eps, time_limit)
 
-    # strictly feasible ECLipsE-Fast point on the same scaled weights, for mixing
+    # strictly feasible closed-form points on the same scaled weights (ECLipsE-Fast and the
+    # greedy Syed–Hu-style member), for mixing and as a floor when the solver stalls
+    from tightlip.bounds.syed_hu import member_chooser
+
     scaled_net = SlopeNetwork(tuple(weights), net.biases, net.activations, net.names)
-    fast = compositional_bound(scaled_net, fast_chooser)
-    t_fast = [fast.rho * lam for lam in fast.lambdas]
+    anchor = compositional_bound(scaled_net, fast_chooser)
+    try:
+        greedy = compositional_bound(scaled_net, member_chooser("greedy"))
+        if greedy.rho < anchor.rho:
+            anchor = greedy
+    except NotCertifiedError:
+        pass
+    t_anchor = [anchor.rho * lam for lam in anchor.lambdas]
     rho: float | None = None
     theta_used = None
     failures: list[str] = []
     for theta in MIX_THETAS:
         mixed = [
-            (1 - theta) * np.maximum(t, 0.0) + theta * tf for t, tf in zip(ts, t_fast, strict=True)
+            (1 - theta) * np.maximum(t, 0.0) + theta * ta
+            for t, ta in zip(ts, t_anchor, strict=True)
         ]
         try:
             rho = certify_multipliers(weights, slopes_m, mixed)
@@ -219,20 +232,28 @@ def lipsdp_bound(
         theta_used = theta
         ts = mixed
         break
-    if rho is None:
-        raise MethodNotApplicableError(f"lipsdp: could not certify any multipliers: {failures}")
+    used_anchor = rho is None or anchor.rho < rho
+    if used_anchor:
+        rho, theta_used = anchor.rho, 1.0
+        ts = t_anchor
     value = math.nextafter(math.sqrt(rho), math.inf) * scale
     value = math.nextafter(value, math.inf)
     notes = list(net.notes)
-    if theta_used:
-        notes.append(f"solver multipliers mixed with ECLipsE-Fast's (θ = {theta_used})")
+    if used_anchor:
+        notes.append(
+            "the SDP solver's multipliers certified less than a closed-form feasible point "
+            "(solver not converged): reported that point"
+        )
+    elif theta_used:
+        notes.append(f"solver multipliers mixed with a closed-form point (θ = {theta_used})")
     solver_value = info["solver_rho"]
     details = {
         **info,
         "solver_value": None if solver_value is None else math.sqrt(max(solver_value, 0)) * scale,
         "mix_theta": theta_used,
         "weight_scale": scale,
-        "fast_value": fast.value * scale,
+        "closed_form_value": anchor.value * scale,
+        "certify_failures": failures,
     }
     layers = tuple(
         LayerBound(net.activations[i].name, "mean multiplier t_i", float(np.mean(t)))
