@@ -131,8 +131,8 @@ def _train_command(
             widths=_parse_widths(widths), activation=activation, norm=norm_name, bias=bias
         )
         train_args = dict(
-            epochs=epochs or (2 if quick else 30),
-            batch_size=batch_size,
+            epochs=epochs or (3 if quick else 30),
+            batch_size=min(batch_size, 64) if quick else batch_size,
             seed=seed,
             norm=norm_name,
             penalty=penalty,

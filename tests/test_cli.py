@@ -1,0 +1,127 @@
+"""The command line end to end: run --quick, certify, bound, data fetch, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tightlip.cli import app
+from tightlip.data import resolve_data_dir
+
+runner = CliRunner()
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    try:
+        resolve_data_dir(None)
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"MNIST not available: {error}")
+    out = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["run", "--quick", "--out", str(out), "--widths", "64,64"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_run_quick_writes_metrics_report_and_plot(quick_run) -> None:
+    out, output = quick_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "norm",
+        "clean_accuracy",
+        "lipschitz_upper",
+        "lipschitz_lower",
+        "tightness",
+        "certified_accuracy",
+        "pgd_accuracy",
+        "train_seconds",
+        "config",
+    ):
+        assert key in metrics
+    assert metrics["norm"] == "2"
+    assert set(metrics["certified_accuracy"]) >= {"global", "last_layer"}
+    assert set(metrics["certified_accuracy"]["global"]) == {"0.3", "1", "1.58"}
+    assert 0 < metrics["lipschitz_lower"] <= metrics["lipschitz_upper"]
+    assert math.isclose(
+        metrics["tightness"], metrics["lipschitz_upper"] / metrics["lipschitz_lower"]
+    )
+    assert metrics["clean_accuracy"] > 0.5
+    for radius, pgd in metrics["pgd_accuracy"].items():
+        assert metrics["certified_accuracy"]["last_layer"][radius] <= pgd + 1e-9 or (
+            metrics["n_attacked"] < metrics["n_test"]
+        )
+    assert (out / "report.md").read_text().startswith("# tightlip report")
+    assert (out / "certified.png").read_bytes()[:4] == b"\x89PNG"
+    assert "tightness" in output
+
+
+def test_certify_and_bound_commands(quick_run) -> None:
+    out, _ = quick_run
+    certified = runner.invoke(
+        app,
+        [
+            "certify",
+            str(out / "checkpoint"),
+            "--quick",
+            "--out",
+            str(out / "again"),
+            "--lower-seconds",
+            "3",
+            "--attack-limit",
+            "50",
+        ],
+    )
+    assert certified.exit_code == 0, certified.output
+    again = json.loads((out / "again" / "metrics.json").read_text())
+    first = json.loads((out / "metrics.json").read_text())
+    assert again["lipschitz_upper"] == first["lipschitz_upper"]
+    assert again["clean_accuracy"] == first["clean_accuracy"]
+    for norm in ("1", "2", "inf"):
+        bound = runner.invoke(
+            app, ["bound", str(out / "checkpoint"), "--norm", norm, "--lower-seconds", "2"]
+        )
+        assert bound.exit_code == 0, bound.output
+        assert "trivial" in bound.output
+
+
+def test_bound_accepts_plain_state_dict(tmp_path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    path = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), path)
+    result = runner.invoke(
+        app, ["bound", str(path), "--lower-seconds", "1", "--data", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trivial" in result.output
+
+
+def test_clear_errors(tmp_path) -> None:
+    missing = runner.invoke(app, ["certify", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2
+    assert "missing" in missing.output
+    bad_data = runner.invoke(
+        app, ["run", "--quick", "--data", str(tmp_path / "no-mnist"), "--out", str(tmp_path / "o")]
+    )
+    assert bad_data.exit_code == 2
+    assert "no-mnist" in bad_data.output
+    bad_norm = runner.invoke(app, ["run", "--quick", "--norm", "3", "--out", str(tmp_path / "o")])
+    assert bad_norm.exit_code == 2
+    assert "unsupported norm" in bad_norm.output
+
+
+def test_data_fetch_from_file_url(tmp_path) -> None:
+    try:
+        source = resolve_data_dir(None)
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"MNIST not available: {error}")
+    result = runner.invoke(
+        app, ["data", "fetch", "mnist", "--url", source.as_uri() + "/", "--dest", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("*.gz"))) == 4
