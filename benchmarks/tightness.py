@@ -68,7 +68,9 @@ def main() -> None:
     parser.add_argument("--lower-seconds", type=float, default=30.0)
     parser.add_argument("--attack-limit", type=int, default=500)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest here)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     started = time.time()
     data = load_data(None, args.quick)
     epochs = 2 if args.quick else args.epochs
