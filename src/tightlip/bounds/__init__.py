@@ -94,8 +94,10 @@ def _run(
 # Importing the method modules registers them.
 from tightlip.bounds import (  # noqa: E402,F401
     eclipse,
+    exact,
     lipsdp,
+    lower,
     milp,
     syed_hu,
-    trivial,  # noqa: E402,F401
+    trivial,
 )
