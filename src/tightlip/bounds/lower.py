@@ -344,7 +344,7 @@ def _rounding_margin(chain: LayerChain, norm: NormName) -> float:
         elif norm == "inf":
             product *= float(w.sum(dim=1).max())
         else:
-            product *= float(torch.linalg.matrix_norm(w, ord="fro"))
+            product *= float(torch.linalg.matrix_norm(w, ord=2))  # ‖|W|‖₂ ≤ ‖W‖_F, still valid
     for step in chain.activation_steps:
         product *= step.activation.lipschitz(norm)
     return 2.0 * gamma * product
