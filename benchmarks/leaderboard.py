@@ -84,10 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="replace only the rows of --methods in an existing leaderboard.json (same settings)",
     )
     tl = parser.add_argument_group("tightlip row (the lead tunes these)")
-    tl.add_argument("--activation", default="sincos")
+    tl.add_argument("--activation", default="abs")
     tl.add_argument("--loss", default="normalized_margin")
-    tl.add_argument("--margin-epsilon", type=float, default=1.5)
-    tl.add_argument("--temperature", type=float, default=0.25)
+    tl.add_argument("--margin-epsilon", type=float, default=2.0)
+    tl.add_argument("--temperature", type=float, default=0.1)
     tl.add_argument("--penalty", default="log")
     tl.add_argument("--penalty-weight", type=float, default=0.01)
     tl.add_argument("--lr", type=float, default=None, help="tightlip lr (TrainConfig default)")
