@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import tightlip as t
-from tightlip.penalty import TrivialBoundEstimator, bound_penalty
+from tightlip.penalty import TrivialBoundEstimator, bound_penalty, smooth_maximum
 from tightlip.training import TrainConfig, train_tightlip
 
 
@@ -49,6 +49,38 @@ def test_estimator_matches_sound_bound_after_warm_up() -> None:
     sound = t.upper_bound(model, "2").value
     assert estimate <= sound * (1 + 1e-6)  # power iteration converges from below
     assert estimate >= 0.99 * sound
+
+
+def test_smooth_maximum_brackets_the_maximum() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        values = torch.rand(50, generator=generator, dtype=torch.float64) * 10
+        exact = float(values.max())
+        assert float(smooth_maximum(values, 0.0)) == exact
+        for tau in (0.01, 0.05, 0.3):
+            smooth = float(smooth_maximum(values, tau))
+            assert exact <= smooth <= exact * (1 + tau * torch.log(torch.tensor(50.0)).item())
+
+
+def test_smooth_max_estimator_spreads_the_gradient_and_stays_above() -> None:
+    """ℓ1 / ℓ∞: the smooth estimate is ≥ the exact bound, and every near-maximal row gets a
+    gradient (the exact max reaches one row per layer)."""
+    torch.manual_seed(0)
+    model = t.build_model(t.ModelSpec(input_dim=30, widths=(40, 20), num_classes=5))
+    for norm in ("1", "inf"):
+        exact = t.upper_bound(model, norm).value
+        for tau, rows_reached in ((0.0, 1), (0.05, 5)):
+            estimator = TrivialBoundEstimator(model, norm, smooth_max=tau)
+            model.zero_grad()
+            log_bound = estimator()
+            assert float(log_bound.exp()) >= exact * (1 - 1e-6)
+            log_bound.backward()
+            first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+            grad = first.weight.grad.abs().sum(dim=0 if norm == "1" else 1)
+            if tau == 0:
+                assert int((grad > 0).sum()) == rows_reached
+            else:
+                assert int((grad > 1e-6 * grad.max()).sum()) >= rows_reached
 
 
 def test_hinge_penalty_is_zero_below_target() -> None:

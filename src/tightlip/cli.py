@@ -123,6 +123,7 @@ def _train_command(
     attack_limit: int,
     lower_seconds: float,
     certify_after: bool,
+    smooth_max: float = 0.0,
 ) -> None:
     _set_threads()
     try:
@@ -141,6 +142,7 @@ def _train_command(
             loss=loss,
             margin_epsilon=margin_epsilon,
             temperature=temperature,
+            smooth_max=smooth_max,
         )
         if lr is not None:
             train_args["lr"] = lr
@@ -258,6 +260,9 @@ def train(
     ] = "normalized_margin",
     margin_epsilon: float = 0.5,
     temperature: float = 0.25,
+    smooth_max: Annotated[
+        float, typer.Option(help="ℓ1/ℓ∞: relative log-sum-exp temperature of the norm (0 = max)")
+    ] = 0.0,
     seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
     radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
@@ -290,6 +295,7 @@ def train(
         attack_limit=attack_limit,
         lower_seconds=lower_seconds,
         certify_after=certify_after,
+        smooth_max=smooth_max,
     )
 
 

@@ -7,6 +7,19 @@ without gradient each step, and returns ``σ̂_i = u_iᵀ W_i v_i``, whose gradi
 ``u_i v_iᵀ``, the gradient of ``σ_max`` at convergence. For ℓ1 and ℓ∞ the operator norms are
 cheap and exact (max column / row abs-sum) and are differentiated directly.
 
+Smooth maximum (ℓ1 / ℓ∞, optional). The gradient of ``max_k s_k`` (``s_k`` the row or column
+abs-sums) reaches one row only, so the penalty lowers one row at a time while the loss is free
+to grow all the others up to it. With ``smooth_max = τ > 0`` the estimator uses instead the
+log-sum-exp at a temperature *relative* to the largest sum ``m`` (treated as a constant):
+
+    smax_τ(s) = m + τ m · log Σ_k exp((s_k − m) / (τ m)),
+    max_k s_k ≤ smax_τ(s) ≤ max_k s_k · (1 + τ log K),
+
+whose gradient is the softmax weights ``softmax(s / (τ m))``: every row near the maximum is
+pushed down together, which equalises the sums (one of the two conditions for
+``‖W_{i+1} D W_i‖ = ‖W_{i+1}‖ ‖W_i‖`` in ℓ1 / ℓ∞). It is never below the exact norm, so a loss
+that divides by ``L̂`` stays conservative.
+
 These estimates may *under*-estimate ℓ2 norms; they steer training only. Certification always
 recomputes the sound bound (:mod:`tightlip.bounds.trivial`).
 
@@ -59,11 +72,19 @@ class TrivialBoundEstimator(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, norm: NormName, iterations: int = 1, seed: int = 0
+        self,
+        model: nn.Module,
+        norm: NormName,
+        iterations: int = 1,
+        seed: int = 0,
+        smooth_max: float = 0.0,
     ) -> None:
         super().__init__()
+        if smooth_max < 0:
+            raise ValueError(f"smooth_max must be ≥ 0, got {smooth_max}")
         self.norm = norm
         self.iterations = iterations
+        self.smooth_max = smooth_max
         self._layers = _linear_layers(model)
         if not self._layers:
             raise ModelShapeError("the model has no nn.Linear layer to penalise")
@@ -98,10 +119,9 @@ class TrivialBoundEstimator(nn.Module):
         norms = []
         for i, layer in enumerate(self._layers):
             weight = layer.weight
-            if self.norm == "1":
-                norms.append(weight.abs().sum(dim=0).max())
-            elif self.norm == "inf":
-                norms.append(weight.abs().sum(dim=1).max())
+            if self.norm in ("1", "inf"):
+                sums = weight.abs().sum(dim=0 if self.norm == "1" else 1)
+                norms.append(smooth_maximum(sums, self.smooth_max))
             else:
                 if update and self.training:
                     self._power_step(i, weight.detach(), self.iterations)
@@ -135,6 +155,20 @@ class TrivialBoundEstimator(nn.Module):
         if self.norm == "inf":
             return weight.abs().sum(dim=1).mean()
         return weight.norm() / math.sqrt(min(weight.shape))
+
+
+def smooth_maximum(values: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``smax_τ(s) = m + τ m log Σ_k exp((s_k − m)/(τ m))`` with ``m = max s`` (no gradient).
+
+    ``τ = 0`` gives the exact maximum. For ``τ > 0`` and ``s ≥ 0``:
+    ``max s ≤ smax_τ(s) ≤ (1 + τ log K) max s`` (the sum has one term equal to 1 and K terms
+    ≤ 1), so it is an upper estimate of the operator norm, differentiable in every ``s_k``.
+    """
+    top = values.max()
+    if temperature <= 0:
+        return top
+    scale = (temperature * top.detach()).clamp_min(1e-30)
+    return top.detach() + scale * torch.logsumexp((values - top.detach()) / scale, dim=0)
 
 
 def bound_penalty(log_bound: torch.Tensor, form: PenaltyForm, target: float = 1.0) -> torch.Tensor:

@@ -56,6 +56,7 @@ class TrainConfig:
     margin_epsilon: float = 1.0
     temperature: float = 0.25
     power_iterations: int = 2
+    smooth_max: float = 0.0  # ℓ1 / ℓ∞: relative log-sum-exp temperature of the row/column max
 
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm)
@@ -89,7 +90,11 @@ class TightlipObjective(Objective):
         super().__init__()
         self.config = config
         self.estimator = TrivialBoundEstimator(
-            model, config.norm, iterations=config.power_iterations, seed=config.seed
+            model,
+            config.norm,
+            iterations=config.power_iterations,
+            seed=config.seed,
+            smooth_max=config.smooth_max,
         )
 
     def forward(
