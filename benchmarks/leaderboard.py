@@ -67,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=2)
     parser.add_argument("--lower-seconds", type=float, default=20.0)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="batch size of every baseline (256: the LBDN reference code's default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads",
@@ -84,6 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="replace only the rows of --methods in an existing leaderboard.json (same settings)",
     )
     tl = parser.add_argument_group("tightlip row (the lead tunes these)")
+    tl.add_argument(
+        "--tightlip-batch-size",
+        type=int,
+        default=None,
+        help="tightlip's own batch size (default: --batch-size)",
+    )
     tl.add_argument("--activation", default="abs")
     tl.add_argument("--loss", default="normalized_margin")
     tl.add_argument("--margin-epsilon", type=float, default=2.0)
@@ -110,6 +121,7 @@ def method_config(name: str, args: argparse.Namespace) -> TrainConfig:
         "norm": "2",
     }
     if name == "tightlip":
+        common["batch_size"] = args.tightlip_batch_size or args.batch_size
         values = {
             "loss": args.loss,
             "margin_epsilon": args.margin_epsilon,
@@ -248,9 +260,9 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
         f"Commit {header['commit']}, {header['date']}; torch {header['torch']}, "
         f"{header['threads']} thread(s) on a shared 2-core CPU machine. "
         f"Hidden widths {header['widths']}, {header['epochs']} epoch(s) on "
-        f"{header['n_train']} training images; evaluated on the first {header['n_test']} test "
-        f"images, PGD ({header['pgd_steps']} steps, {header['pgd_restarts']} restarts) on the "
-        f"first {header['n_attacked']}. Certified and PGD accuracy in %.",
+        f"{header['n_train']} training images; evaluated on a class-stratified subset of "
+        f"{header['n_test']} test images, PGD ({header['pgd_steps']} steps, {header['pgd_restarts']} restarts) on the "
+        f"first {header['n_attacked']} of them. Certified and PGD accuracy in %.",
         "",
         "| method | clean | cert. global "
         + " / ".join(keys)
@@ -258,8 +270,8 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
         + " / ".join(keys)
         + " | PGD "
         + " / ".join(keys)
-        + " | upper L | lower L | upper/lower | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        + " | upper L | lower L | upper/lower | batch | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
@@ -270,7 +282,8 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
             + " | "
             + " / ".join(_pct(row["pgd_accuracy"].get(k, float("nan"))) for k in keys)
             + f" | {row['lipschitz_upper']:.4g} | {row['lipschitz_lower']:.4g} | "
-            f"{row['tightness']:.3g} | {row['seconds_per_epoch']:.1f} |"
+            f"{row['tightness']:.3g} | {row['train_config']['batch_size']} | "
+            f"{row['seconds_per_epoch']:.1f} |"
         )
     lines += [
         "",
