@@ -31,7 +31,7 @@ import torch
 from tightlip.attacks import margin_loss, pgd_attack
 from tightlip.bounds.trivial import trivial_bound
 from tightlip.model import LayerChain, ModelShapeError
-from tightlip.norms import NormName, dual_norm, margin_constant, vector_norm
+from tightlip.norms import NormName, class_pair_distances, margin_constant
 
 DEFAULT_RADII: dict[NormName, tuple[float, ...]] = {
     "2": (0.3, 1.0, 1.58),
@@ -114,8 +114,7 @@ def certified_radii(
         backbone = chain.backbone()
         backbone_upper = trivial_bound(backbone, norm).value if backbone is not None else 1.0
     last = chain.affine_steps[-1].weight  # (C, h)
-    row_diffs = last[y][:, None, :] - last[None, :, :]  # (N, C, h): w_y − w_j
-    q_norms = vector_norm(row_diffs, dual_norm(norm)) * (1 + RELATIVE_SLACK)
+    q_norms = class_pair_distances(last, y, norm) * (1 + RELATIVE_SLACK)  # ‖w_y − w_j‖_q
     per_class = torch.where(others, safe_gaps / (q_norms * backbone_upper), torch.inf)
     last_layer_radius = per_class.min(dim=1).values.clamp_min(0)
     zero = torch.zeros_like(global_radius)

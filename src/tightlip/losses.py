@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from tightlip.norms import NormName, dual_norm, margin_constant, vector_norm
+from tightlip.norms import NormName, class_pair_distances, margin_constant
 
 LossKind = Literal["ce", "margin", "normalized_margin", "last_layer_margin"]
 
@@ -69,7 +69,6 @@ def last_layer_margin_loss(
     A point whose raised, normalised logits still rank ``y`` first is certified at radius ε by
     the last-layer-exact test ``z_y − z_j > ‖w_y − w_j‖_q · L_g · ε``.
     """
-    differences = last_weight[labels][:, None, :] - last_weight[None, :, :]  # (B, C, h)
-    offsets = epsilon * backbone_lipschitz * vector_norm(differences, dual_norm(norm))
+    offsets = epsilon * backbone_lipschitz * class_pair_distances(last_weight, labels, norm)
     raised = (logits + offsets) / lipschitz
     return temperature * F.cross_entropy(raised / temperature, labels)

@@ -70,6 +70,26 @@ def vector_norm(x: torch.Tensor, norm: NormName, dim: int = -1) -> torch.Tensor:
     return torch.linalg.vector_norm(x, ord=p_value(norm), dim=dim)
 
 
+def class_pair_distances(
+    last_weight: torch.Tensor,
+    labels: torch.Tensor,
+    norm: NormName,
+    input_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``‖w_y − w_j‖_q`` for every example and class ``j`` (``q`` dual to ``p``), shape ``(B, C)``.
+
+    ``w_k`` are the rows of the last weight ``(C, h)``. Over an input ball whose backbone
+    features move by at most ``δ`` in ℓp, the logit gap ``z_y − z_j`` moves by at most
+    ``‖w_y − w_j‖_q · δ`` (Hölder): the last-layer-exact certificate of certify.py and the
+    GloRo-style losses. ``input_mask`` ``(B, h)`` (0/1) drops features that are constant over
+    the ball (local bounds).
+    """
+    rows = last_weight[labels][:, None, :] - last_weight[None, :, :]  # (B, C, h): w_y − w_j
+    if input_mask is not None:
+        rows = rows * input_mask[:, None, :]
+    return vector_norm(rows, dual_norm(norm))
+
+
 def margin_constant(norm: NormName) -> float:
     """``c_p = ‖e_i − e_j‖_q`` (q dual to p): how much a logit *difference* can move.
 

@@ -283,9 +283,7 @@ METHODS: dict[str, BaselineMethod] = {
         "plain", best_certified_bound, {"lr": 1e-3, "loss": "ce", "penalty": "none"}
     ),
     "specnorm": _standard_method("specnorm", trivial_certified_bound, {"lr": 1e-3, **_OFFSET}),
-    "orthogonal": _standard_method(
-        "orthogonal", trivial_certified_bound, {"lr": 1e-3, **_OFFSET}
-    ),
+    "orthogonal": _standard_method("orthogonal", trivial_certified_bound, {"lr": 1e-3, **_OFFSET}),
 }
 
 __all__ = [

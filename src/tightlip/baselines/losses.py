@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tightlip.losses import classification_loss
-from tightlip.norms import NormName, dual_norm, margin_constant, vector_norm
+from tightlip.norms import NormName, class_pair_distances, margin_constant
 from tightlip.training import Objective, TrainConfig
 
 BaselineLossKind = Literal["ce", "offset", "gloro", "margin", "normalized_margin"]
@@ -75,10 +75,7 @@ def gloro_bottom_logit(
     ``input_mask`` (``(B, h)``, 0/1) zeroes features of the backbone output that are provably
     constant over the ball (local bounds): only the varying features can move the logits.
     """
-    rows = last_weight[labels][:, None, :] - last_weight[None, :, :]  # (B, C, h)
-    if input_mask is not None:
-        rows = rows * input_mask[:, None, :]
-    spread = vector_norm(rows, dual_norm(norm))  # (B, C)
+    spread = class_pair_distances(last_weight, labels, norm, input_mask)  # (B, C)
     lip = torch.as_tensor(backbone_lipschitz, dtype=logits.dtype, device=logits.device)
     lip = lip.reshape(-1, 1) if lip.ndim else lip
     raised = logits + spread * lip * epsilon
