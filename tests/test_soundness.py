@@ -162,6 +162,21 @@ def test_gradient_search_reaches_exact_value(chain: LayerChain, norm: NormName) 
     assert lower.value == pytest.approx(exact, rel=1e-2)
 
 
+@pytest.mark.parametrize("norm", ["1", "inf"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_layer_sign_search_is_sound_and_helps(norm: NormName, seed: int) -> None:
+    """Abs, bias-free, W₁ onto: re-chosen first-layer signs stay ≤ the exact constant (regions)
+    and never lose against the search without them."""
+    chain = random_chain([6, 3, 3, 3], "abs", bias=False, seed=seed)
+    exact = exact_lipschitz_by_regions(chain, norm)
+    weak = {"steps": 5, "num_random": 2, "screen": 4, "refine_steps": 0, "search_rounds": 0}
+    without = lower_bound(chain, norm, "gradient", sign_search=False, **weak).value
+    with_signs = lower_bound(chain, norm, "gradient", sign_points=256, **weak)
+    assert with_signs.details["sign_search_value"] is not None
+    assert without <= with_signs.value <= exact * (1 + 1e-9)
+    assert with_signs.value == pytest.approx(exact, rel=1e-6)
+
+
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("dims", [[3, 4, 4, 2], [2, 6, 3], [4, 3, 3, 3, 2]])
 def test_nonnegative_relu_ground_truth(dims: list[int], norm: NormName) -> None:

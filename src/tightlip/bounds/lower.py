@@ -81,6 +81,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from itertools import product
 from typing import Any
 
 import torch
@@ -88,7 +89,7 @@ from torch.func import jvp, vjp, vmap
 
 from tightlip.bounds import register_lower
 from tightlip.certificate import Certificate
-from tightlip.layers import Activation
+from tightlip.layers import Abs, Activation
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import UNIT_ROUNDOFF_F64, NormName, p_value, parse_norm, vector_norm
 
@@ -155,6 +156,19 @@ class _Network:
 
     def function(self, temperature: float | torch.Tensor | None = None) -> RowFunction:
         return lambda x: self(x, temperature)
+
+    def tail(self, start: int) -> RowFunction:
+        """The true network from step ``start`` on (``steps[start:]``), row-wise."""
+
+        def apply(h: torch.Tensor) -> torch.Tensor:
+            for step in self.steps[start:]:
+                if isinstance(step, tuple):
+                    h = h @ step[0] if step[1] is None else h @ step[0] + step[1]
+                else:
+                    h = step(h)
+            return h
+
+        return apply
 
 
 def _smoothed_activation(
@@ -538,6 +552,125 @@ def _screen_size(net: _Network, num_random: int, screen: int | None) -> int:
     return int(min(16384, max(num_random, 4e8 // max(1, per_point))))
 
 
+def _first_layer_sign_search(
+    net: _Network, chain: LayerChain, x: torch.Tensor, norm: NormName, iterations: int = 30
+) -> torch.Tensor | None:
+    """New candidate witnesses that re-choose the signs of the first layer (ℓ1 / ℓ∞, Abs).
+
+    For ``f(x) = g(|W₁ x|)`` without biases and with ``W₁`` (h × n) of full row rank ``h ≤ n``,
+    every sign pattern ``s ∈ {±1}^h`` is realised *without changing* ``a = |W₁ x|``:
+    ``x' = x + W₁⁺ (s ⊙ a − W₁ x)`` has ``W₁ x' = s ⊙ a``. Then ``J(x') = M diag(s) W₁`` with
+    ``M = J_g(a)`` fixed, and the first-layer signs can be optimised exactly or by the Hölder
+    alternation (Boyd 1974), neither of which gradient ascent on ``x`` does (``J`` is piecewise
+    constant):
+
+    * ℓ∞: for each output row i, ``max_{s, t ∈ {±1}} Σ_l M_il s_l (W₁ t)_l``, alternating
+      ``t = sign(W₁ᵀ (M_i ⊙ s))`` and ``s = sign(M_i ⊙ W₁ t)`` from the current signs (never
+      decreasing);
+    * ℓ1: for each input column j, ``max_s ‖M (s ⊙ W₁e_j)‖₁ = max_{u ∈ {±1}^m} |Mᵀu|ᵀ |W₁e_j|``,
+      exact by enumerating u when ``m ≤ 12`` (else the same alternation).
+
+    Returns one candidate per row of ``x`` (its best row / column), or ``None`` when the network
+    is not of this form. The candidates are only proposals: the caller evaluates the true
+    ``‖J(x')‖`` (``W₁ W₁⁺ = I`` holds up to rounding, which may flip a tiny pre-activation).
+    """
+    if norm not in ("1", "inf") or chain.has_bias or len(chain.steps) < 3:
+        return None
+    first, activation = chain.steps[0], chain.steps[1]
+    if not isinstance(first, AffineStep) or not isinstance(activation.activation, Abs):
+        return None
+    w1 = first.weight.to(torch.float64)
+    h, n = w1.shape
+    if h > n or torch.linalg.matrix_rank(w1) < h:
+        return None
+    x = x.to(torch.float64)
+    pre = x @ w1.T
+    a = pre.abs()
+    signs = _sign(pre)
+    tail = net.tail(2)
+    with torch.no_grad():
+        outer = full_jacobian(tail, a, net.output_dim, net.widest)  # (B, m, h): M = J_g(a)
+    batch, m, _ = outer.shape
+    if norm == "inf":
+        s = signs.unsqueeze(1).expand(batch, m, h).clone()  # one sign vector per output row
+        for _ in range(iterations):
+            t = _sign(torch.einsum("bml,ln->bmn", outer * s, w1))
+            s_new = _sign(outer * (t @ w1.T))
+            if torch.equal(s_new, s):
+                break
+            s = s_new
+        values = torch.einsum("bml,ln->bmn", outer * s, w1).abs().sum(-1)  # (B, m)
+        chosen = s[torch.arange(batch), values.argmax(-1)]
+    else:
+        if m <= 12:
+            u = torch.tensor(list(product((-1.0, 1.0), repeat=m)), dtype=torch.float64)
+            mu = torch.einsum("um,bml->bul", u, outer)  # (B, U, h)
+            values = mu.abs() @ w1.abs()  # (B, U, n)
+            flat = values.flatten(1).argmax(-1)
+            best_u, best_j = flat // n, flat % n
+            rows = torch.arange(batch)
+            chosen = _sign(mu[rows, best_u] * w1[:, best_j].T)
+        else:
+            column = w1.T.unsqueeze(0)  # (1, n, h)
+            s = signs.unsqueeze(1).expand(batch, n, h).clone()
+            for _ in range(iterations):
+                u = _sign(torch.einsum("bml,bnl->bnm", outer, s * column))
+                s_new = _sign(column * torch.einsum("bml,bnm->bnl", outer, u))
+                if torch.equal(s_new, s):
+                    break
+                s = s_new
+            values = torch.einsum("bml,bnl->bnm", outer, s * column).abs().sum(-1)  # (B, n)
+            chosen = s[torch.arange(batch), values.argmax(-1)]
+    shift = torch.linalg.lstsq(w1, (chosen * a - pre).T).solution.T  # min-norm W₁⁺ (…)
+    return x + shift
+
+
+def _sign_search_phase(
+    net64: _Network,
+    chain: LayerChain,
+    best: _Best,
+    x0: torch.Tensor,
+    norm: NormName,
+    extra: int,
+    generator: torch.Generator,
+    clock: _Clock,
+    reserve: float,
+    counter: list[int],
+    chunk: int = 64,
+) -> float | None:
+    """Run :func:`_first_layer_sign_search` from the best points, the starts and ``extra``
+    Gaussian points, in chunks while time is left; every proposal is evaluated on the true
+    network and may replace the best witness of its chunk. Returns the best value found."""
+    top = best.top(min(16, best.x.shape[0]))
+    pool = torch.cat(
+        [
+            best.x[top].to(torch.float64),
+            x0.to(torch.float64),
+            torch.randn(extra, chain.input_dim, generator=generator, dtype=torch.float64),
+        ]
+    )
+    found = None
+    for start in range(0, pool.shape[0], chunk):
+        if clock.out(reserve):
+            break
+        proposals = _first_layer_sign_search(net64, chain, pool[start : start + chunk], norm)
+        if proposals is None:
+            return None
+        exact = _exact_norms(net64, proposals, norm)
+        if exact is None:
+            return None
+        counter[0] += proposals.shape[0]
+        k = int(torch.nan_to_num(exact[0], nan=-1.0).argmax())
+        value = float(exact[0][k])
+        found = value if found is None else max(found, value)
+        weakest = int(best.value.argmin())
+        if value > float(best.value[weakest]):
+            best.x[weakest] = proposals[k].to(best.x.dtype)
+            best.v[weakest] = exact[1][k].to(best.v.dtype)
+            best.value[weakest] = value
+    return found
+
+
 def _prepare_starts(
     chain: LayerChain,
     net: _Network,
@@ -674,6 +807,8 @@ def gradient_lower_bound(
     search_rounds: int = 10,
     temperatures: tuple[tuple[float, float], ...] = ((3.0, 0.01), (1.0, 0.003), (0.3, 0.003)),
     refresh_every: int = 10,
+    sign_points: int = 2048,
+    sign_search: bool = True,
 ) -> Certificate:
     """Maximise ``‖J(x)‖_{p→p}`` over ``x`` by multi-start ascent; the best witness is a lower bound.
 
@@ -687,6 +822,9 @@ def gradient_lower_bound(
     search. ``temperatures``: (start, end) schedules of the relative smoothing of PL
     activations, assigned to the starts in turn (measured: large networks do best from hot
     starts, small ones from cooler ones, so several are run side by side).
+    For ℓ1 / ℓ∞ networks with an Abs first layer, the first-layer signs of the best points,
+    the starts and ``sign_points`` random points are then optimised exactly or by alternation
+    (:func:`_first_layer_sign_search`) unless ``sign_search`` is off.
     ``time_limit`` (seconds) stops the phases early; the final float64 evaluation always runs.
     """
     norm = parse_norm(norm)
@@ -782,6 +920,15 @@ def gradient_lower_bound(
             counter=counter,
         )
 
+    # first-layer sign patterns (ℓ1 / ℓ∞ Abs networks; see _first_layer_sign_search): from
+    # the best points and, to vary a = |W₁x| and hence the deeper patterns, from the starts
+    # and further random points
+    sign_value = None
+    if sign_search:
+        sign_value = _sign_search_phase(
+            net64, chain, best, x0, norm, sign_points, generator, clock, reserve, counter
+        )
+
     # final, float64 evaluation of the best few points
     final_top = best.top(min(2 * refine_top, batch))
     x_final = best.x[final_top].to(torch.float64)
@@ -812,6 +959,7 @@ def gradient_lower_bound(
         "sampled_value": sampled_value,
         "ascent_value": ascent_value,
         "refine_value": refine_value,
+        "sign_search_value": sign_value,
         "jacobian_value": jacobian_value,
         "secant_value": secant_value,
         "piecewise_linear": net.piecewise_linear,
