@@ -649,6 +649,10 @@ def _sign_search_phase(
             torch.randn(extra, chain.input_dim, generator=generator, dtype=torch.float64),
         ]
     )
+    if norm == "1" and net64.output_dim <= 12:  # the enumeration holds (B, 2^m, n) values
+        chunk = max(
+            1, min(chunk, _JACOBIAN_ELEMENTS * 4 // (2**net64.output_dim * chain.input_dim))
+        )
     found = None
     for start in range(0, pool.shape[0], chunk):
         if clock.out(reserve):
