@@ -92,15 +92,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tl.add_argument(
         "--tightlip-batch-size",
         type=int,
-        default=None,
-        help="tightlip's own batch size (default: --batch-size)",
+        default=8,
+        help="tightlip's own batch size (0: use --batch-size)",
     )
     tl.add_argument("--activation", default="abs")
     tl.add_argument("--loss", default="normalized_margin")
     tl.add_argument("--margin-epsilon", type=float, default=2.0)
     tl.add_argument("--temperature", type=float, default=0.1)
     tl.add_argument("--penalty", default="log")
-    tl.add_argument("--penalty-weight", type=float, default=0.01)
+    tl.add_argument("--penalty-weight", type=float, default=0.1)
+    tl.add_argument(
+        "--no-bias", dest="bias", action="store_false", help="bias-free tightlip layers"
+    )
     tl.add_argument("--lr", type=float, default=None, help="tightlip lr (TrainConfig default)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -199,8 +202,12 @@ def run_method(
 ) -> dict[str, Any]:
     config = method_config(name, args)
     started = time.perf_counter()
+    model_spec: dict[str, Any] | None = None
     if name == "tightlip":
-        tl_spec = ModelSpec(widths=spec.widths, activation=args.activation, norm="2")
+        tl_spec = ModelSpec(
+            widths=spec.widths, activation=args.activation, norm="2", bias=args.bias
+        )
+        model_spec = tl_spec.to_dict()
         result = train_tightlip(tl_spec, config, data.train_x, data.train_y, progress=False)
         model = result.model
     else:
@@ -227,6 +234,7 @@ def run_method(
     return {
         "method": name,
         "train_config": config.to_dict(),
+        "model_spec": model_spec,
         "clean_accuracy": metrics["clean_accuracy"],
         "certified_global": metrics["certified_accuracy"]["global"],
         "certified_by_certificate": metrics["certified_accuracy"],
