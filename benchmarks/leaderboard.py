@@ -321,6 +321,7 @@ def git_commit() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    commit = git_commit()  # the code that runs: read before training, not after
     torch.set_num_threads(args.threads)
     widths = tuple(int(w) for w in args.widths.split(","))
     spec = ModelSpec(widths=widths, norm="2")
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     header = {
         "command": "python benchmarks/leaderboard.py "
         + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "commit": git_commit(),
+        "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "torch": torch.__version__,
         "python": platform.python_version(),
