@@ -13,9 +13,15 @@ attacked is checked against PGD; a certified-and-broken point aborts the run
     python benchmarks/leaderboard.py --epochs 20           # longer
     python benchmarks/leaderboard.py --quick               # smoke run on a subset
 
-Budget: one epoch over the 60k MNIST images takes about 5 to 40 s per method on one thread
-of the shared 2-core machine (orthogonal and local-lip are the slowest, see the table); the
-default run (3 epochs, widths 256,256, 1000 test images) takes roughly 10 to 15 minutes.
+Budget: one epoch over the 60k MNIST images takes about 3 to 60 s per method on one thread
+of the shared 2-core machine (orthogonal is the slowest, see the table); the default run
+(3 epochs, widths 256,256, 1000 test images) takes roughly 15 minutes, and the committed
+``--epochs 20 --test-limit 2000`` table about 60 minutes (baselines 50, tightlip 10).
+
+Baselines train with their published settings (``tightlip.baselines.METHODS[...].defaults``,
+batch ``--batch-size`` = 256 as in the LBDN reference code); the tightlip row has its own
+tuned flags (``--tightlip-batch-size``, ``--penalty-weight`` ...). Widths, depth, epochs,
+data and the whole evaluation are shared.
 
 Writes ``benchmarks/results/leaderboard.{md,json}`` (``--out`` to change), including the exact
 command.
