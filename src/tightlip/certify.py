@@ -30,7 +30,8 @@ import torch
 
 from tightlip.attacks import margin_loss, pgd_attack
 from tightlip.bounds.trivial import trivial_bound
-from tightlip.model import LayerChain, ModelShapeError
+from tightlip.errors import ModelShapeError, SoundnessError
+from tightlip.model import LayerChain
 from tightlip.norms import NormName, class_pair_distances, margin_constant
 
 DEFAULT_RADII: dict[NormName, tuple[float, ...]] = {
@@ -40,10 +41,6 @@ DEFAULT_RADII: dict[NormName, tuple[float, ...]] = {
 }
 
 RELATIVE_SLACK = 1e-9
-
-
-class SoundnessError(AssertionError):
-    """A point was certified at radius ε and yet an attack found an adversarial example."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tightlip.errors import CheckpointError
 from tightlip.model import ModelSpec, build_model
 
 FORMAT = "tightlip-checkpoint"
@@ -36,10 +37,6 @@ CONFIG_FILE = "checkpoint.json"
 
 ModelBuilder = Callable[[dict[str, Any]], nn.Module]
 _MODEL_KINDS: dict[str, ModelBuilder] = {}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not match its description."""
 
 
 def register_model_kind(kind: str) -> Callable[[ModelBuilder], ModelBuilder]:

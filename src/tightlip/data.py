@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tightlip.errors import DatasetError, DatasetNotFoundError
+
 __all__ = [
     "DEFAULT_MNIST_URL",
     "ENV_VAR",
@@ -106,14 +108,6 @@ _IDX_DTYPES: dict[int, str] = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
-
-
-class DatasetError(RuntimeError):
-    """A data set is missing, unreadable or corrupt. The message names the file and the problem."""
-
-
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """A data directory or data file does not exist (also a :class:`FileNotFoundError`)."""
 
 
 # --------------------------------------------------------------------------------------------

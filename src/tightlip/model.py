@@ -22,17 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tightlip.errors import ModelShapeError, UnsupportedLayerError
 from tightlip.layers import Activation, Linear, as_activation, make_activation
 from tightlip.norms import NormName, parse_norm
-
-
-class UnsupportedLayerError(TypeError):
-    """The model contains a layer that tightlip cannot reason about."""
-
-
-class ModelShapeError(ValueError):
-    """Layer shapes do not fit together, or an input has the wrong shape."""
-
 
 # --------------------------------------------------------------------------------------------
 # Building models from a short description

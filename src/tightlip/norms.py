@@ -33,14 +33,12 @@ from typing import Literal
 
 import torch
 
+from tightlip.errors import NormError
+
 NormName = Literal["1", "2", "inf"]
 NORMS: tuple[NormName, ...] = ("1", "2", "inf")
 
 UNIT_ROUNDOFF_F64 = 2.0**-53
-
-
-class NormError(ValueError):
-    """A norm that tightlip does not support was requested."""
 
 
 def parse_norm(norm: str | int | float) -> NormName:

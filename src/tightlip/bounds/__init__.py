@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from tightlip.certificate import Certificate
+from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName, parse_norm
 
@@ -23,10 +24,6 @@ BoundMethod = Callable[..., Certificate]
 
 _UPPER: dict[str, BoundMethod] = {}
 _LOWER: dict[str, BoundMethod] = {}
-
-
-class MethodNotApplicableError(ValueError):
-    """The requested bound method cannot handle this model or norm (the message says why)."""
 
 
 def register_upper(name: str) -> Callable[[BoundMethod], BoundMethod]:
