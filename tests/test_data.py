@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from tightlip import data
 from tightlip.data import (
     MNIST_FILES,
     DatasetError,
@@ -26,6 +25,7 @@ from tightlip.data import (
     load_idx,
     load_mnist,
     load_mnist_splits,
+    locate,
     resolve_data_dir,
     stratified_subset,
 )
@@ -277,7 +277,7 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     explicit, from_env, default = (tmp_path / n for n in ("explicit", "env", "default"))
     for d in (explicit, from_env, default):
         d.mkdir()
-    monkeypatch.setattr(data, "default_data_dirs", lambda: [tmp_path / "absent", default])
+    monkeypatch.setattr(locate, "default_data_dirs", lambda **_: [tmp_path / "absent", default])
 
     monkeypatch.setenv("TIGHTLIP_DATA", str(from_env))
     assert resolve_data_dir(explicit) == explicit.resolve()
@@ -294,7 +294,7 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_named_location_missing_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "default_data_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(locate, "default_data_dirs", lambda **_: [tmp_path])
     with pytest.raises(DatasetNotFoundError, match="--data.*tightlip data fetch mnist"):
         resolve_data_dir(tmp_path / "typo")
     monkeypatch.setenv("TIGHTLIP_DATA", str(tmp_path / "typo"))
@@ -304,7 +304,7 @@ def test_named_location_missing_is_an_error(
 
 def test_nothing_found_lists_every_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     places = [tmp_path / "one", tmp_path / "two"]
-    monkeypatch.setattr(data, "default_data_dirs", lambda: places)
+    monkeypatch.setattr(locate, "default_data_dirs", lambda **_: places)
     monkeypatch.delenv("TIGHTLIP_DATA", raising=False)
     with pytest.raises(DatasetNotFoundError) as info:
         resolve_data_dir(None)
@@ -324,7 +324,7 @@ def test_default_data_dirs(tmp_path: Path) -> None:
     real = default_data_dirs()[0]
     assert (
         real
-        == (Path(data.__file__).resolve().parents[2] / ".." / "shared/datasets/mnist").resolve()
+        == (Path(locate.__file__).resolve().parents[3] / ".." / "shared/datasets/mnist").resolve()
     )
 
 
