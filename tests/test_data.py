@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -33,6 +34,12 @@ from tightlip.data import (
 SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"
 TRAIN_IMAGES, TRAIN_LABELS = MNIST_FILES["train"]
 TEST_IMAGES, TEST_LABELS = MNIST_FILES["test"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the user cache at an empty temporary directory: never read or write the real one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture
@@ -275,8 +282,9 @@ def test_cache_sees_file_changes(tmp_path: Path) -> None:
 
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     explicit, from_env, default = (tmp_path / n for n in ("explicit", "env", "default"))
-    for d in (explicit, from_env, default):
+    for d in (explicit, from_env):
         d.mkdir()
+    write_synthetic_mnist(default)  # an implicit place is used only when it holds the files
     monkeypatch.setattr(locate, "default_data_dirs", lambda **_: [tmp_path / "absent", default])
 
     monkeypatch.setenv("TIGHTLIP_DATA", str(from_env))
@@ -343,21 +351,28 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         """Keep test output clean."""
 
 
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A loopback HTTP server serving a fresh directory; yields (directory, base URL)."""
-    root = tmp_path / "served"
-    root.mkdir()
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """A loopback HTTP server (127.0.0.1, a free port) serving ``root``; yields its base URL."""
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A loopback HTTP server serving a fresh directory; yields (directory, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    with serve_directory(root) as url:
+        yield root, url
 
 
 def test_fetch_real_files_via_file_url(mnist_dir: Path, tmp_path: Path) -> None:

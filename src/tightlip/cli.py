@@ -15,7 +15,7 @@ from rich.table import Table
 from tightlip.bounds import MethodNotApplicableError, lower_bound, upper_bound
 from tightlip.certificate import Certificate
 from tightlip.checkpoint import CheckpointError, load_checkpoint
-from tightlip.data import DatasetError, fetch_mnist, resolve_data_dir
+from tightlip.data import DatasetError, default_fetch_dir, get_dataset, resolve_data_dir
 from tightlip.experiment import (
     EvalConfig,
     RunConfig,
@@ -58,7 +58,10 @@ NormOption = Annotated[str, typer.Option("--norm", help="1, 2 or inf")]
 DataOption = Annotated[
     Path | None,
     typer.Option(
-        "--data", help="MNIST directory (else $TIGHTLIP_DATA, else ../shared/datasets/mnist)"
+        "--data",
+        help="dataset directory (else $TIGHTLIP_DATA, else the user cache "
+        "$XDG_CACHE_HOME/tightlip/DATASET or ~/.cache/tightlip/DATASET, else "
+        "../shared/datasets/DATASET; `tightlip data where` shows the choice)",
     ),
 ]
 
@@ -427,29 +430,49 @@ def bound(
 @data_app.command("fetch")
 def data_fetch(
     dataset: Annotated[str, typer.Argument(help="dataset name (mnist)")] = "mnist",
-    url: Annotated[str | None, typer.Option(help="base URL of the four IDX .gz files")] = None,
-    dest: Annotated[Path | None, typer.Option(help="target directory")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="base URL of the dataset's files (default: a public mirror)")
+    ] = None,
+    dest: Annotated[
+        Path | None,
+        typer.Option(
+            help="target directory (default: $TIGHTLIP_DATA if set, else the user cache "
+            "$XDG_CACHE_HOME/tightlip/DATASET or ~/.cache/tightlip/DATASET)"
+        ),
+    ] = None,
     force: bool = False,
 ) -> None:
-    """Download MNIST and verify the sha256 of every file."""
-    if dataset.lower() != "mnist":
-        _fail(ValueError(f"unknown dataset {dataset!r}: only mnist can be fetched"))
-    target = dest or Path(os.environ.get("TIGHTLIP_DATA", "data/mnist"))
+    """Download a dataset where every command finds it, verifying the sha256 of every file."""
     try:
-        paths = fetch_mnist(target, url, force=force) if url else fetch_mnist(target, force=force)
+        entry = get_dataset(dataset)
+        target = (dest or default_fetch_dir(entry.info.name)).expanduser()
+        paths = entry.fetch(target, url, force=force, report=typer.echo)
     except USER_ERRORS as error:
         _fail(error)
     for path in paths:
-        console.print(f"ok {path}")
+        typer.echo(f"ok {path}")
+    try:
+        found = entry.locate(None)
+    except DatasetError:
+        found = None
+    if found != target.resolve():
+        typer.echo(
+            f"note: commands do not look in {target} by themselves: pass --data {target} "
+            f"or set TIGHTLIP_DATA={target}"
+        )
 
 
 @data_app.command("where")
-def data_where(data: DataOption = None) -> None:
-    """Show which MNIST directory would be used."""
+def data_where(
+    dataset: Annotated[str, typer.Argument(help="dataset name (mnist)")] = "mnist",
+    data: DataOption = None,
+) -> None:
+    """Print the directory that commands would read the dataset from."""
     try:
-        console.print(str(resolve_data_dir(data)))
-    except DatasetError as error:
+        directory = resolve_data_dir(data, dataset)
+    except USER_ERRORS as error:
         _fail(error)
+    typer.echo(str(directory))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 One concept per module:
 
 * :mod:`tightlip.data.locate`: where a dataset's directory is (``--data DIR``,
-  ``$TIGHTLIP_DATA``, the fall-backs);
+  ``$TIGHTLIP_DATA``, the user cache, the shared copy);
 * :mod:`tightlip.data.idx`: the IDX file format, decoded with structural and checksum checks;
 * :mod:`tightlip.data.datasets`: :class:`DatasetInfo` / :class:`Dataset` and the registry
   :data:`DATASETS` (MNIST), with the loaders;
@@ -32,7 +32,13 @@ from tightlip.data.datasets import (
     stratified_subset,
 )
 from tightlip.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, load_idx
-from tightlip.data.locate import ENV_VAR, default_data_dirs
+from tightlip.data.locate import (
+    ENV_VAR,
+    default_data_dirs,
+    default_fetch_dir,
+    search_places,
+    user_cache_dir,
+)
 from tightlip.errors import DatasetError, DatasetNotFoundError
 
 __all__ = [
@@ -53,11 +59,14 @@ __all__ = [
     "MnistData",
     "Split",
     "default_data_dirs",
+    "default_fetch_dir",
     "fetch_mnist",
     "get_dataset",
     "load_idx",
     "load_mnist",
     "load_mnist_splits",
     "resolve_data_dir",
+    "search_places",
     "stratified_subset",
+    "user_cache_dir",
 ]

@@ -210,8 +210,8 @@ class Dataset(ABC):
             raise BadArgumentError(f"unknown split {split!r}: choose {choices}")
 
     def locate(self, data_dir: str | Path | None = None) -> Path:
-        """The directory to read from (see :func:`tightlip.data.locate.find_data_dir`)."""
-        return find_data_dir(data_dir, self.info.name)
+        """The directory to read from (the search order is in :mod:`tightlip.data.locate`)."""
+        return find_data_dir(data_dir, self.info.name, self.info.all_files(), self.info.title)
 
     def file_path(self, directory: Path, name: str) -> Path:
         """Where file ``name`` is in ``directory`` (an uncompressed copy is accepted)."""
@@ -222,8 +222,8 @@ class Dataset(ABC):
         raise DatasetNotFoundError(
             f"{name}: file not found in {directory} (looked for {wanted}"
             + (f" and {plain}" if plain != wanted else "")
-            + f"); run `tightlip data fetch {self.info.name}` to download it, or point "
-            "--data DIR / $TIGHTLIP_DATA at a copy"
+            + f"); run `tightlip data fetch {self.info.name} --dest {directory}` to download "
+            "the missing files into it"
         )
 
     def to_tensors(
