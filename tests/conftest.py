@@ -1,13 +1,59 @@
-"""Shared test settings: few threads (CI has 2 cores) and deterministic seeds."""
+"""Shared test settings and fixtures: few threads (CI has 2 cores), deterministic seeds, and
+small random :class:`~tightlip.model.LayerChain` networks."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
 
+from tightlip.layers import make_activation
+from tightlip.model import ActivationStep, AffineStep, LayerChain
+
 torch.set_num_threads(1)  # two threads are 10-100x slower when the cores are shared
+
+ChainFactory = Callable[..., LayerChain]
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def build_random_chain(
+    sizes: Sequence[int],
+    activation: str = "relu",
+    bias: bool = True,
+    seed: int = 0,
+) -> LayerChain:
+    """``sizes[0] → … → sizes[-1]`` with Gaussian weights ``/√fan_in`` (float64), one activation.
+
+    ``sizes`` are the widths *between* affine maps; activations that change the width (CReLU,
+    SinCos) make the next weight wider.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    steps: list[AffineStep | ActivationStep] = []
+    fan_in = sizes[0]
+    for i, width in enumerate(sizes[1:]):
+        w = torch.randn(width, fan_in, generator=generator, dtype=torch.float64)
+        b = torch.randn(width, generator=generator, dtype=torch.float64) if bias else None
+        steps.append(AffineStep(w / math.sqrt(fan_in), b, name=f"fc{i}"))
+        if i < len(sizes) - 2:
+            act = make_activation(activation)
+            steps.append(ActivationStep(act, name=f"{activation}{i}"))
+            fan_in = act.out_features(width)
+    return LayerChain(tuple(steps))
+
+
+@pytest.fixture
+def random_chain() -> ChainFactory:
+    """A factory: ``random_chain(sizes, activation="relu", bias=True, seed=0)``."""
+    return build_random_chain
+
+
+@pytest.fixture
+def small_chain() -> LayerChain:
+    """``2 → 4 → 3 → 2`` ReLU network with biases: small enough for exact region enumeration."""
+    return build_random_chain((2, 4, 3, 2), "relu", bias=True, seed=0)

@@ -107,7 +107,7 @@ def test_lower_bounds_below_trivial_upper_bound(
     upper = upper_bound(chain, norm, "trivial")
     lower = lower_bound(chain, norm, "gradient", seed=seed, **QUICK)
     sampled = lower_bound(chain, norm, "sampled", num_random=16, seed=seed)
-    assert lower.kind == "lower" and lower.sound and lower.seconds > 0
+    assert lower.side == "lower" and lower.sound and lower.seconds > 0
     assert 0.0 <= sampled.value <= upper.value
     assert lower.value <= upper.value, (lower.value, upper.value)
     # the search starts from random points, so it is at least as good as their best
@@ -137,7 +137,7 @@ def test_exact_regions_between_lower_and_upper(chain: LayerChain, norm: NormName
     exact = lower_bound(chain, norm, "exact_regions")
     upper = upper_bound(chain, norm, "trivial")
     lower = lower_bound(chain, norm, "gradient", **QUICK)
-    assert exact.kind == "exact" and exact.details["regions"] >= 1
+    assert exact.side == "exact" and exact.details["regions"] >= 1
     assert exact.details["verified_value"] <= exact.value
     assert lower.value <= exact.value * (1 + 1e-9)
     assert exact.value <= upper.value

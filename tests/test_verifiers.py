@@ -166,7 +166,7 @@ def test_l2_soundness_other_activations(activation: type[nn.Module]) -> None:
     lower = sampled_lower(chain, "2")
     for method in L2_METHODS:
         cert = upper_bound(chain, "2", method)
-        assert cert.sound and cert.kind == "upper"
+        assert cert.sound and cert.side == "upper"
         assert lower <= cert.value, method
 
 
@@ -229,7 +229,7 @@ def test_milp_sandwich_bias_free(seed: int, norm: str) -> None:
     chain = make_chain((2, 5, 4, 2), seed=seed)
     exact = lower_bound(chain, norm, "milp", time_limit=20)
     assert exact.sound
-    assert exact.kind == "exact", exact.details
+    assert exact.side == "exact", exact.details
     assert exact.details["upper"] == pytest.approx(exact.value, rel=1e-5)
     assert sampled_lower(chain, norm, samples=2000) <= exact.value * (1 + 1e-9)
     assert exact.value <= upper_bound(chain, norm, "trivial").value
@@ -240,7 +240,7 @@ def test_milp_through_conversion(activation: type[nn.Module]) -> None:
     chain = make_chain((2, 3, 2), seed=4, activation=activation)
     for norm in ("1", "inf"):
         exact = lower_bound(chain, norm, "milp", time_limit=20)
-        assert exact.kind == "exact"
+        assert exact.side == "exact"
         sampled = sampled_lower(chain, norm, samples=2000)
         assert sampled <= exact.value * (1 + 1e-9)
         assert exact.value <= sampled * (1 + 1e-3)  # few regions: sampling finds the max
@@ -249,7 +249,7 @@ def test_milp_through_conversion(activation: type[nn.Module]) -> None:
 def test_milp_biased_network_is_a_lower_bound_on_the_box() -> None:
     chain = make_chain((2, 4, 3, 2), seed=7, bias=True)
     cert = lower_bound(chain, "inf", "milp", time_limit=20)
-    assert cert.kind == "lower"
+    assert cert.side == "lower"
     assert cert.details["exact_on_domain"]
     assert any("box" in note for note in cert.notes)
     # the witness is a real point of the box whose Jacobian has the reported norm
@@ -276,14 +276,14 @@ def test_l2_upper_bounds_above_milp_via_norm_equivalence() -> None:
 def test_portfolio_runs_everything_and_records_skips() -> None:
     chain = make_chain((3, 5, 2), seed=0)
     certs = portfolio(chain, "inf")
-    by_method = {(c.kind == "upper", c.method): c for c in certs}
-    assert by_method[(True, "eclipse_fast")].details["skipped"]
-    assert "ℓ2" in by_method[(True, "eclipse_fast")].details["reason"]
+    by_method = {(c.side == "upper", c.method): c for c in certs}
+    assert by_method[(True, "eclipse-fast")].details["skipped"]
+    assert "ℓ2" in by_method[(True, "eclipse-fast")].details["reason"]
     trivial = by_method[(True, "trivial")]
     assert trivial.details["ratio_to_best_lower"] >= 1.0
-    assert by_method[(False, "milp")].kind == "exact"
+    assert by_method[(False, "milp")].side == "exact"
     certs2 = portfolio(chain, "2", methods=["trivial", "eclipse_fast"], lower_methods=["milp"])
-    assert [c.method for c in certs2] == ["trivial", "eclipse_fast", "milp"]
+    assert [c.method for c in certs2] == ["trivial", "eclipse-fast", "milp"]
     assert certs2[-1].details["skipped"]
 
 

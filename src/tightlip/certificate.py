@@ -1,14 +1,35 @@
-"""The one certificate type every bound in tightlip returns."""
+"""The one certificate type every bound in tightlip returns.
+
+A :class:`Certificate` is built with keyword arguments only. Its ``side`` says what it bounds:
+an ``upper`` bound is never below the true Lipschitz constant, a ``lower`` bound never above
+it, an ``exact`` value is both. ``seconds`` is filled in by the runner
+(:func:`tightlip.bounds.upper_bound` / :func:`~tightlip.bounds.lower_bound`), not by a method.
+
+Serialisation policy (:meth:`Certificate.to_dict`): ``details`` values that are JSON (numbers,
+strings, booleans, ``None``, lists/tuples and string-keyed dicts of those) are written inline,
+numpy scalars as Python numbers. A tensor or array that *is* a ``details`` value (e.g. a
+witness with many coordinates) is not inlined: it is returned by :meth:`Certificate.tensors`
+and *recorded* in the JSON under ``"tensors"`` (shape and dtype), and :meth:`Certificate.save`
+writes it to a safetensors file beside the JSON; arrays nested inside lists or dicts are
+inlined as lists. Any other value raises ``TypeError`` naming its key: nothing is dropped
+silently.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from tightlip.norms import NormName
+import numpy as np
+import torch
 
-BoundKind = Literal["upper", "lower", "exact"]
+from tightlip.norms import NormName, parse_norm
+
+Side = Literal["upper", "lower", "exact"]
+SIDES: tuple[Side, ...] = ("upper", "lower", "exact")
 
 
 @dataclass(frozen=True)
@@ -23,22 +44,23 @@ class LayerBound:
         return {"name": self.name, "kind": self.kind, "value": self.value}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Certificate:
     """A bound on the Lipschitz constant of a network in ``‖·‖_p → ‖·‖_p``.
 
-    ``kind`` says which side it bounds: an ``upper`` bound must never be below the true
+    ``side`` says which side it bounds: an ``upper`` bound must never be below the true
     constant, a ``lower`` bound never above it; ``exact`` is both (``details`` then holds the
     solver's gap when it stopped early). ``sound`` is ``True`` only when the value is
     guaranteed in floating point, rounding included (a solver's unverified answer is not).
+    ``seconds`` is the wall time, stamped by the runner (0 when a method is called directly).
     """
 
     value: float
     method: str
     norm: NormName
-    kind: BoundKind
-    seconds: float
+    side: Side
     sound: bool
+    seconds: float = 0.0
     layers: tuple[LayerBound, ...] = ()
     notes: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
@@ -46,19 +68,78 @@ class Certificate:
     def __post_init__(self) -> None:
         if math.isnan(self.value):
             raise ValueError(f"{self.method}: bound is NaN")
+        if self.side not in SIDES:
+            raise ValueError(f"{self.method}: side must be one of {SIDES}, got {self.side!r}")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    # --- serialisation -------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor- and array-valued ``details`` (e.g. a large witness), as CPU tensors."""
+        return {
+            key: _as_tensor(value) for key, value in self.details.items() if _is_array(value)
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """A JSON-ready dict; tensors are recorded under ``"tensors"`` (module docstring)."""
+        details = {
+            key: _jsonable(value, f"details[{key!r}]")
+            for key, value in self.details.items()
+            if not _is_array(value)
+        }
+        data: dict[str, Any] = {
             "value": self.value,
             "method": self.method,
             "norm": self.norm,
-            "kind": self.kind,
+            "side": self.side,
             "seconds": self.seconds,
             "sound": self.sound,
             "layers": [layer.to_dict() for layer in self.layers],
             "notes": list(self.notes),
-            "details": {k: v for k, v in self.details.items() if _is_jsonable(v)},
+            "details": details,
         }
+        tensors = self.tensors()
+        if tensors:
+            data["tensors"] = {
+                key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                for key, t in tensors.items()
+            }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Certificate:
+        """Inverse of :meth:`to_dict` (tensors are not restored); reads the old key ``kind``."""
+        side = data["side"] if "side" in data else data["kind"]
+        return cls(
+            value=float(data["value"]),
+            method=str(data["method"]),
+            norm=parse_norm(data["norm"]),
+            side=side,
+            sound=bool(data["sound"]),
+            seconds=float(data.get("seconds", 0.0)),
+            layers=tuple(
+                LayerBound(str(x["name"]), str(x["kind"]), float(x["value"]))
+                for x in data.get("layers", ())
+            ),
+            notes=tuple(data.get("notes", ())),
+            details=dict(data.get("details", {})),
+        )
+
+    def save(self, directory: str | Path, name: str = "certificate") -> Path:
+        """Write ``name.json`` and, when there are tensors, ``name.safetensors``; returns the JSON."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        tensors = self.tensors()
+        if tensors:
+            tensor_file = directory / f"{name}.safetensors"
+            save_file({k: t.contiguous() for k, t in tensors.items()}, str(tensor_file))
+            data["tensor_file"] = tensor_file.name
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+        return path
 
 
 def tightness(upper: Certificate | float, lower: Certificate | float) -> float:
@@ -68,5 +149,33 @@ def tightness(upper: Certificate | float, lower: Certificate | float) -> float:
     return math.inf if l <= 0 else u / l
 
 
-def _is_jsonable(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool | list | tuple | dict | type(None))
+def _is_array(value: Any) -> bool:
+    return isinstance(value, torch.Tensor | np.ndarray) and value.ndim > 0
+
+
+def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+    return tensor.detach().cpu()
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """``value`` as JSON data (numpy / 0-d tensor scalars to numbers), or ``TypeError``."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor | np.ndarray):  # 0-d, or nested in a list / dict
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"certificate {where} has a non-string key {k!r}")
+            out[k] = _jsonable(v, f"{where}[{k!r}]")
+        return out
+    raise TypeError(
+        f"certificate {where} holds a {type(value).__name__}, which is not JSON; store "
+        "numbers, strings, lists, dicts or tensors (tensors go to Certificate.tensors())"
+    )

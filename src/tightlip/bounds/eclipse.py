@@ -58,9 +58,10 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from tightlip.bounds import MethodNotApplicableError, register_upper
+from tightlip.bounds.registry import register_upper
 from tightlip.bounds.slope import SlopeNetwork, to_slope_network
 from tightlip.certificate import Certificate, LayerBound
+from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
 from tightlip.norms import NormName, certified_operator_norm
 
@@ -332,8 +333,7 @@ def _certificate(
         value=result.value,
         method=method,
         norm="2",
-        kind="upper",
-        seconds=0.0,
+        side="upper",
         sound=True,
         layers=layer_bounds(net, result),
         notes=net.notes + extra + notes,
@@ -345,15 +345,15 @@ def _fallback_to_fast(net: SlopeNetwork, reason: str) -> tuple[CompositionalResu
     return compositional_bound(net, fast_chooser), reason
 
 
-@register_upper("eclipse_fast")
+@register_upper("eclipse-fast")
 def eclipse_fast_bound(chain: LayerChain, norm: NormName) -> Certificate:
     """ECLipsE-Fast (Xu & Sivaranjani 2024, Alg. 2), certified in float64."""
-    net = prepare(chain, norm, "eclipse_fast")
+    net = prepare(chain, norm, "eclipse-fast")
     try:
         result = compositional_bound(net, fast_chooser)
     except NotCertifiedError as exc:
         raise MethodNotApplicableError(f"eclipse_fast could not certify: {exc}") from exc
-    return _certificate("eclipse_fast", net, result)
+    return _certificate("eclipse-fast", net, result)
 
 
 # --------------------------------------------------------------------------------------------

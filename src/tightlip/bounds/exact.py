@@ -54,8 +54,9 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
-from tightlip.bounds import MethodNotApplicableError, register_lower
+from tightlip.bounds.registry import register_lower
 from tightlip.certificate import Certificate
+from tightlip.errors import MethodNotApplicableError
 from tightlip.layers import Abs, Activation, CReLU, GroupSort, ReLU
 from tightlip.model import ActivationStep, AffineStep, LayerChain
 from tightlip.norms import NormName, operator_norm, parse_norm
@@ -406,7 +407,7 @@ def exact_lipschitz_by_regions(
     return value
 
 
-@register_lower("exact_regions")
+@register_lower("exact-regions")
 def exact_regions_bound(
     chain: LayerChain,
     norm: NormName | str = "2",
@@ -445,10 +446,9 @@ def exact_regions_bound(
         details["witness_margin"] = region.margin
     return Certificate(
         value=value,
-        method="exact_regions",
+        method="exact-regions",
         norm=norm,
-        kind="exact",
-        seconds=0.0,
+        side="exact",
         sound=False,
         notes=(
             f"max of ‖J‖ over {len(result.regions)} linear regions found by LP-pruned "

@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 
-from tightlip.bounds import MethodNotApplicableError, register_upper
 from tightlip.bounds.eclipse import (
     C_MARGIN,
     NotCertifiedError,
@@ -61,8 +60,10 @@ from tightlip.bounds.eclipse import (
     schur_gram,
     schur_top,
 )
+from tightlip.bounds.registry import register_upper
 from tightlip.bounds.slope import SlopeNetwork
 from tightlip.certificate import Certificate, LayerBound
+from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
 from tightlip.norms import NormName, certified_operator_norm
 
@@ -191,7 +192,9 @@ def lipsdp_bound(
     net = prepare(chain, norm, "lipsdp")
     if net.depth == 1:
         value = certified_operator_norm(chain.weights[0], "2")
-        return Certificate(value, "lipsdp", "2", "upper", 0.0, True, notes=("single layer",))
+        return Certificate(
+            value=value, method="lipsdp", norm="2", side="upper", sound=True, notes=("single layer",)
+        )
     rank_bound = min(net.weights[0].shape)
     size = rank_bound + sum(net.hidden_widths)
     if size > max_size:
@@ -263,8 +266,7 @@ def lipsdp_bound(
         value=value,
         method="lipsdp",
         norm="2",
-        kind="upper",
-        seconds=0.0,
+        side="upper",
         sound=True,
         layers=layers,
         notes=tuple(notes),

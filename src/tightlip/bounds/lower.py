@@ -87,7 +87,7 @@ from typing import Any
 import torch
 from torch.func import jvp, vjp, vmap
 
-from tightlip.bounds import register_lower
+from tightlip.bounds.registry import register_lower
 from tightlip.certificate import Certificate
 from tightlip.layers import Abs, Activation
 from tightlip.model import AffineStep, LayerChain
@@ -989,8 +989,7 @@ def gradient_lower_bound(
         value=value,
         method="gradient",
         norm=norm,
-        kind="lower",
-        seconds=0.0,
+        side="lower",
         sound=True,
         notes=(
             f"max of ‖J(x)‖_{p_value(norm):g} over {counter[0]} evaluated points "
@@ -1047,8 +1046,7 @@ def sampled_lower_bound(
         value=_deflate(float(all_values[winner]), _rounding_margin(chain, norm)),
         method="sampled",
         norm=norm,
-        kind="lower",
-        seconds=0.0,
+        side="lower",
         sound=True,
         notes=(f"max of ‖J(x)‖ over {x.shape[0]} given points",),
         details=details,

@@ -61,9 +61,10 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from tightlip.bounds import MethodNotApplicableError, register_lower
+from tightlip.bounds.registry import register_lower
 from tightlip.bounds.slope import SlopeNetwork, to_slope_network
 from tightlip.certificate import Certificate
+from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
 from tightlip.norms import NormName
 
@@ -429,10 +430,11 @@ def milp_lipschitz(
             "milp computes exact ℓ1 and ℓ∞ constants only (ℓ2 needs a non-linear objective)"
         )
     net = to_slope_network(chain, "milp")
-    if not net.piecewise_linear:
+    if not net.relu_only:
+        others = {p.name for a in net.activations for p in a.pieces if p.name != "relu"}
         raise MethodNotApplicableError(
-            "milp needs a piecewise-linear network (ReLU, Abs, CReLU); "
-            + ", ".join(sorted({k for a in net.activations for k, _ in a.pieces} - {"relu"}))
+            "milp needs a piecewise-linear network of ReLU units (ReLU, Abs, CReLU); "
+            + ", ".join(sorted(others))
             + " is not"
         )
     hidden = sum(net.hidden_widths)
@@ -516,8 +518,7 @@ def _certificate(
         value=value,
         method="milp",
         norm=norm,
-        kind=kind,  # type: ignore[arg-type]
-        seconds=0.0,
+        side=kind,  # type: ignore[arg-type]
         sound=True,
         notes=tuple(notes),
         details={"upper": upper, **details},

@@ -7,7 +7,9 @@
   method that raises :class:`~tightlip.bounds.MethodNotApplicableError` is recorded as a
   certificate with value ``inf`` (trivially sound), ``details["skipped"] = True`` and the
   reason in ``notes``/``details["reason"]``. Each applicable upper certificate gets
-  ``details["ratio_to_best_lower"]`` = value / best lower bound (the CLI prints it).
+  ``details["ratio_to_best_lower"]`` = value / best lower bound (the CLI prints it). Method
+  names may be given in any accepted spelling and are reported by their registered name; an
+  unknown name raises :class:`~tightlip.errors.UnknownNameError`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ from typing import Any
 
 from torch import nn
 
-from tightlip.bounds import MethodNotApplicableError, lower_bound, upper_bound, upper_methods
-from tightlip.bounds import lower_methods as registered_lower_methods
-from tightlip.certificate import Certificate
+from tightlip.bounds.registry import (
+    LOWER_BOUNDS,
+    UPPER_BOUNDS,
+    lower_bound,
+    upper_bound,
+    upper_methods,
+)
+from tightlip.bounds.registry import lower_methods as registered_lower_methods
+from tightlip.certificate import Certificate, Side
+from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName, parse_norm
 
@@ -44,14 +53,13 @@ def upper_bound_or_trivial(
         )
 
 
-def skipped(method: str, norm: NormName, kind: str, reason: str) -> Certificate:
-    """A placeholder certificate for a method that does not apply (value ±∞, never wrong)."""
+def skipped(method: str, norm: NormName, side: Side, reason: str) -> Certificate:
+    """A placeholder certificate for a method that does not apply (``+∞`` or ``0``, never wrong)."""
     return Certificate(
-        value=math.inf if kind == "upper" else 0.0,
+        value=math.inf if side == "upper" else 0.0,
         method=method,
         norm=norm,
-        kind=kind,  # type: ignore[arg-type]
-        seconds=0.0,
+        side=side,
         sound=True,
         notes=(f"not applicable: {reason}",),
         details={"skipped": True, "reason": reason},
@@ -75,8 +83,12 @@ def portfolio(
     chain = to_chain(model)
     norm_name = parse_norm(norm)
     options = options or {}
-    uppers = list(methods) if methods is not None else list(upper_methods())
-    lowers = list(lower_methods) if lower_methods is not None else list(registered_lower_methods())
+    uppers = [UPPER_BOUNDS.resolve(m) for m in methods] if methods is not None else upper_methods()
+    lowers = (
+        [LOWER_BOUNDS.resolve(m) for m in lower_methods]
+        if lower_methods is not None
+        else registered_lower_methods()
+    )
     upper_certs: list[Certificate] = []
     for name in uppers:
         try:

@@ -53,7 +53,6 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse.linalg
 
-from tightlip.bounds import MethodNotApplicableError, register_upper
 from tightlip.bounds.eclipse import (
     Choice,
     Chooser,
@@ -64,7 +63,9 @@ from tightlip.bounds.eclipse import (
     fast_chooser,
     prepare,
 )
+from tightlip.bounds.registry import register_upper
 from tightlip.certificate import Certificate
+from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
 from tightlip.norms import NormName
 
@@ -181,7 +182,7 @@ def syed_hu_members(
     chain: LayerChain, norm: NormName, members: Sequence[str] = MEMBERS
 ) -> dict[str, CompositionalResult | str]:
     """Every requested member's certified result (or the reason it failed)."""
-    net = prepare(chain, norm, "syed_hu")
+    net = prepare(chain, norm, "syed-hu")
     out: dict[str, CompositionalResult | str] = {}
     for member in members:
         try:
@@ -191,12 +192,12 @@ def syed_hu_members(
     return out
 
 
-@register_upper("syed_hu")
+@register_upper("syed-hu")
 def syed_hu_bound(
     chain: LayerChain, norm: NormName, members: Sequence[str] = MEMBERS
 ) -> Certificate:
     """The smallest certified bound among ``members`` (default: all, including Fast)."""
-    net = prepare(chain, norm, "syed_hu")
+    net = prepare(chain, norm, "syed-hu")
     results: dict[str, CompositionalResult] = {}
     failures: dict[str, str] = {}
     for member in members:
@@ -214,7 +215,7 @@ def syed_hu_bound(
         "choices": results[best].infos,
     }
     return _certificate(
-        "syed_hu",
+        "syed-hu",
         net,
         results[best],
         (f"best member: {best}",),

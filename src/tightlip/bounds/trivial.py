@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from tightlip.bounds import register_upper
+from tightlip.bounds.registry import register_upper
 from tightlip.certificate import Certificate, LayerBound
 from tightlip.model import ActivationStep, AffineStep, LayerChain
 from tightlip.norms import NormName, certified_operator_norm
@@ -51,8 +51,7 @@ def trivial_bound(chain: LayerChain, norm: NormName) -> Certificate:
         value=product_rounded_up([f.value for f in factors]),
         method="trivial",
         norm=norm,
-        kind="upper",
-        seconds=0.0,
+        side="upper",
         sound=True,
         layers=factors,
     )
