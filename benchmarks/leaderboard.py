@@ -1,7 +1,7 @@
 """MNIST leaderboard: tightlip against the baselines, matched MLPs, one harness.
 
 Every method trains an MLP with the same hidden widths on the same data and is measured by the
-same code (:func:`tightlip.experiment.evaluate`): clean accuracy, certified accuracy at ℓ2 radii
+same code (:func:`tightlip.eval.experiment.evaluate`): clean accuracy, certified accuracy at ℓ2 radii
 0.3, 1.0 and 1.58 (the global certificate ``top1 − top2 > √2 L ε``, and the best certificate
 the method has: global, last-layer-exact, or per-input local bounds for local-lip), PGD accuracy
 at the same radii, the sound Lipschitz upper bound used for certification, a lower bound (a
@@ -18,7 +18,7 @@ of the shared 2-core machine (orthogonal is the slowest, see the table); the def
 (3 epochs, widths 256,256, 1000 test images) takes roughly 15 minutes, and the committed
 ``--epochs 20 --test-limit 2000`` table about 60 minutes (baselines 50, tightlip 10).
 
-Baselines train with their published settings (``tightlip.baselines.METHODS[...].defaults``,
+Baselines train with their published settings (``tightlip.methods.METHODS.get(name).defaults``,
 batch ``--batch-size`` = 256 as in the LBDN reference code); the tightlip row has its own
 tuned flags (``--tightlip-batch-size``, ``--penalty-weight`` ...). Widths, depth, epochs,
 data and the whole evaluation are shared.
@@ -41,16 +41,13 @@ from typing import Any
 
 import torch
 
-import tightlip.experiment as experiment
-from tightlip.attacks import pgd_attack
-from tightlip.baselines import DEVIATIONS, METHODS
-from tightlip.bounds import MethodNotApplicableError
-from tightlip.certificate import Certificate
-from tightlip.certify import SoundnessError, radius_key
 from tightlip.data import load_mnist_splits
-from tightlip.experiment import EvalConfig, evaluate
+from tightlip.eval.certify import radius_key
+from tightlip.eval.config import EvalConfig
+from tightlip.eval.experiment import evaluate
+from tightlip.methods import METHODS, fit
 from tightlip.model import ModelSpec
-from tightlip.training import TrainConfig, train, train_tightlip
+from tightlip.settings import Settings, merge_settings
 
 try:  # registers the "gradient" and "sampled" lower bounds when that module is present
     import tightlip.bounds.lower  # noqa: F401
@@ -121,122 +118,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def method_config(name: str, args: argparse.Namespace) -> TrainConfig:
-    """tightlip's row from the CLI flags; each baseline from its published defaults."""
-    common: dict[str, Any] = {
+def deviations() -> dict[str, str]:
+    """How each baseline departs from its paper (``Method.deviations``)."""
+    return {name: m.deviations for name, m in METHODS.items() if name != "tightlip"}
+
+
+def method_settings(name: str, spec: ModelSpec, args: argparse.Namespace) -> Settings:
+    """tightlip's row from the CLI flags; each baseline from its published defaults.
+
+    One merge (:func:`tightlip.settings.merge_settings`): the harness's shared settings
+    (epochs, batch size, seed, sizes) are explicit for every method.
+    """
+    explicit: dict[str, Any] = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "norm": "2",
+        "widths": spec.widths,
     }
     if name == "tightlip":
-        common["batch_size"] = args.tightlip_batch_size or args.batch_size
-        values = {
-            "loss": args.loss,
-            "margin_epsilon": args.margin_epsilon,
-            "temperature": args.temperature,
-            "penalty": args.penalty,
-            "penalty_weight": args.penalty_weight,
-        }
-        if args.lr is not None:
-            values["lr"] = args.lr
-    else:
-        fields = TrainConfig.__dataclass_fields__
-        values = {k: v for k, v in METHODS[name].defaults.items() if k in fields and k != "epochs"}
-    return TrainConfig(**{**values, **common})
-
-
-def jacobian_lower_bound(model: torch.nn.Module, starts: torch.Tensor) -> Certificate:
-    """``max_x ‖J_f(x)‖₂`` over the start points: a witness lower bound on Lip₂(f)."""
-    started = time.perf_counter()
-    fn = torch.func.vmap(torch.func.jacrev(lambda t: model(t[None])[0]))
-    with torch.no_grad():
-        norms = torch.linalg.matrix_norm(fn(starts).detach().double(), ord=2)
-    return Certificate(
-        float(norms.max()), "jacobian-max", "2", "lower", time.perf_counter() - started, False
-    )
-
-
-_LIBRARY_LOWER_BOUND = experiment.best_lower_bound
-
-
-def lower_bound_with_fallback(
-    model: torch.nn.Module, norm: Any, starts: torch.Tensor, evaluation: EvalConfig
-) -> Certificate:
-    """The library's gradient lower bound, or a Jacobian-norm maximum if it is unavailable."""
-    try:
-        return _LIBRARY_LOWER_BOUND(model, norm, starts, evaluation)
-    except MethodNotApplicableError:
-        return jacobian_lower_bound(model, starts[: evaluation.lower_starts])
-
-
-experiment.best_lower_bound = lower_bound_with_fallback
-
-
-def check_local_soundness(
-    model: torch.nn.Module,
-    name: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    evaluation: EvalConfig,
-) -> None:
-    """Attack the points the local certificate certifies; raise if PGD breaks one."""
-    method = METHODS.get(name)
-    if method is None or method.certify_local is None:
-        return
-    local = method.certify_local(model, x, y, "2", RADII)
-    for eps in RADII:
-        mask = local["certified_mask"][radius_key(eps)]
-        if not mask.any():
-            continue
-        broken, _ = pgd_attack(
-            model,
-            x[mask],
-            y[mask],
-            "2",
-            eps,
-            steps=evaluation.pgd_steps,
-            restarts=evaluation.pgd_restarts,
-            seed=evaluation.seed,
+        explicit.update(
+            batch_size=args.tightlip_batch_size or args.batch_size,
+            activation=args.activation,
+            bias=args.bias,
+            loss=args.loss,
+            margin_epsilon=args.margin_epsilon,
+            temperature=args.temperature,
+            penalty=args.penalty,
+            penalty_weight=args.penalty_weight,
+            lr=args.lr,
         )
-        if broken.any():
-            raise SoundnessError(f"{name}: a locally certified point is broken at ε={eps}")
+    return merge_settings(name, explicit=explicit)
 
 
 def run_method(
     name: str, spec: ModelSpec, args: argparse.Namespace, data: Any, evaluation: EvalConfig
 ) -> dict[str, Any]:
-    config = method_config(name, args)
+    settings = method_settings(name, spec, args)
+    config = settings.train
     started = time.perf_counter()
-    model_spec: dict[str, Any] | None = None
-    if name == "tightlip":
-        tl_spec = ModelSpec(
-            widths=spec.widths, activation=args.activation, norm="2", bias=args.bias
-        )
-        model_spec = tl_spec.to_dict()
-        result = train_tightlip(tl_spec, config, data.train_x, data.train_y, progress=False)
-        model = result.model
-    else:
-        torch.manual_seed(config.seed)
-        model, objective, description = METHODS[name].build(spec, config)
-        result = train(
-            model,
-            objective,
-            data.train_x,
-            data.train_y,
-            config,
-            model_description=description,
-            method=name,
-            progress=False,
-        )
-        model = result.model
+    result = fit(
+        name,
+        settings.spec,
+        config,
+        data.train_x,
+        data.train_y,
+        options=settings.options,
+        progress=False,
+    )
+    model = result.model
+    model_spec = settings.spec.to_dict() if name == "tightlip" else None
     train_seconds = time.perf_counter() - started
     model.eval()
     metrics = evaluate(
         model, "2", data, evaluation, method=name, train_seconds=result.train_seconds
     )
-    n = min(data.test_x.shape[0], evaluation.attack_limit or data.test_x.shape[0])
-    check_local_soundness(model, name, data.test_x[:n], data.test_y[:n], evaluation)
     return {
         "method": name,
         "train_config": config.to_dict(),
@@ -311,7 +247,7 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
         "Changes from the published baseline settings:",
         "",
     ]
-    lines += [f"- **{name}**: {text}" for name, text in DEVIATIONS.items()]
+    lines += [f"- **{name}**: {text}" for name, text in deviations().items()]
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -387,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = [by_name[m] for m in order]
         header["command"] = f"{old['header']['command']}; then {header['command']}"
     (args.out / "leaderboard.json").write_text(
-        json.dumps({"header": header, "deviations": DEVIATIONS, "rows": rows}, indent=2)
+        json.dumps({"header": header, "deviations": deviations(), "rows": rows}, indent=2)
     )
     write_markdown(args.out / "leaderboard.md", rows, header)
     print(f"wrote {args.out / 'leaderboard.md'} and {args.out / 'leaderboard.json'}")

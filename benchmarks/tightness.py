@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
-from tightlip.experiment import EvalConfig, evaluate, load_data
+from tightlip.eval.config import EvalConfig
+from tightlip.eval.experiment import evaluate, load_data
+from tightlip.methods import fit
 from tightlip.model import ModelSpec
-from tightlip.training import TrainConfig, train_tightlip
+from tightlip.train.config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -110,7 +112,7 @@ def main() -> None:
             **{"penalty_weight": 0.01, **overrides},  # type: ignore[arg-type]
         )
         torch.manual_seed(0)
-        result = train_tightlip(spec, config, data.train_x, data.train_y, progress=False)
+        result = fit("tightlip", spec, config, data.train_x, data.train_y, progress=False)
         metrics = evaluate(
             result.model,
             norm,

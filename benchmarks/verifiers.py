@@ -331,7 +331,7 @@ def main() -> None:
                 chain = random_chain(depth, width, seed=depth * 10_000 + width)
                 rows.append(evaluate(f"random d={depth} w={width}", chain, args, {"depth": depth}))
     for path in args.tightlip_ckpt:
-        from tightlip.checkpoint import load_checkpoint
+        from tightlip.train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         rows.append(evaluate(f"tightlip {Path(path).name}", to_chain(ckpt.model), args, {}))

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from tightlip import upper_bound
-from tightlip.attacks import pgd_attack
-from tightlip.baselines import METHODS, BaselineMethod
-from tightlip.baselines.local_lip import (
+from tightlip.eval.attacks import pgd_attack
+from tightlip.eval.certify import certify
+from tightlip.methods import METHODS, Method
+from tightlip.model import ModelSpec, to_chain
+from tightlip.models.local_lip import (
     ClippedReLU,
     LocalLipMLP,
     certify_local,
@@ -26,12 +28,11 @@ from tightlip.baselines.local_lip import (
     local_lipschitz,
     masked_norms_certified,
 )
-from tightlip.baselines.losses import gloro_bottom_logit, offset_cross_entropy
-from tightlip.baselines.sandwich import SandwichLinear, SandwichMLP, cayley
-from tightlip.certify import certify
-from tightlip.checkpoint import load_checkpoint
-from tightlip.model import ModelSpec, to_chain
-from tightlip.training import TrainConfig, train
+from tightlip.models.sandwich import SandwichLinear, SandwichMLP, cayley
+from tightlip.settings import merge_settings
+from tightlip.train.checkpoint import load_checkpoint
+from tightlip.train.loop import TrainConfig, train
+from tightlip.train.losses import gloro_bottom_logit, offset_cross_entropy
 
 
 @pytest.fixture(autouse=True)
@@ -59,12 +60,9 @@ def mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return x[:600], y[:600], x[600:], y[600:]
 
 
-def _config(method: BaselineMethod, **overrides: object) -> TrainConfig:
-    fields = TrainConfig.__dataclass_fields__
-    values = {k: v for k, v in method.defaults.items() if k in fields}
-    values.update({"epochs": 1, "batch_size": 100})
-    values.update(overrides)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+def _config(method: Method, **overrides: object) -> TrainConfig:
+    explicit = {"epochs": 1, "batch_size": 100, **overrides}
+    return merge_settings(method.name, explicit=explicit).train
 
 
 def _jacobian_norms(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
@@ -127,11 +125,12 @@ def test_sandwich_layer_is_one_lipschitz_for_every_activation_pattern() -> None:
 
 def test_trained_sandwich_bound_is_gamma_and_sound(mnist) -> None:
     x, y, xt, yt = mnist
-    method = METHODS["sandwich"]
-    model = SandwichMLP(784, (32, 32), 10, gamma=2.0)
-    objective = method.build(ModelSpec(widths=(32, 32)), _config(method))[1]
-    train(model, objective, x, y, _config(method), progress=False)
-    bound = method.certified_bound(model, "2")
+    method = METHODS.get("sandwich")
+    config = _config(method)
+    model, _ = method.build(ModelSpec(widths=(32, 32)), config, {"gamma": 2.0})
+    assert isinstance(model, SandwichMLP) and model.gamma == 2.0
+    train(model, method.objective(model, config, {}), x, y, config, progress=False)
+    bound = method.certified_bound(model, "2").value
     assert 2.0 <= bound <= 2.0 * (1 + 1e-8)
     assert model.certified_lipschitz(tight=True) <= bound
     jac = _jacobian_norms(model, torch.cat([xt[:50], torch.rand(50, 784)]))
@@ -183,10 +182,10 @@ def test_masked_norms_certified_upper_bound_exact_norms() -> None:
 
 
 def _trained_local_lip(x: torch.Tensor, y: torch.Tensor) -> LocalLipMLP:
-    method = METHODS["local-lip"]
+    method = METHODS.get("local-lip")
     config = _config(method, epochs=2, margin_epsilon=0.3)
-    model, objective, _ = method.build(ModelSpec(widths=(32, 32)), config)
-    train(model, objective, x, y, config, progress=False)
+    model, _ = method.build(ModelSpec(widths=(32, 32)), config, {})
+    train(model, method.objective(model, config, {}), x, y, config, progress=False)
     assert isinstance(model, LocalLipMLP)
     return model.eval()
 
@@ -226,12 +225,13 @@ def test_local_certificates_survive_pgd(mnist) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(METHODS.names()))
 def test_method_trains_reloads_and_certifies_soundly(name: str, mnist, tmp_path: Path) -> None:
     x, y, xt, yt = mnist
-    method = METHODS[name]
+    method = METHODS.get(name)
     config = _config(method)
-    model, objective, description = method.build(ModelSpec(widths=(32, 32)), config)
+    model, description = method.build(ModelSpec(widths=(32, 32)), config, {})
+    objective = method.objective(model, config, {})
     result = train(
         model,
         objective,
@@ -246,7 +246,7 @@ def test_method_trains_reloads_and_certifies_soundly(name: str, mnist, tmp_path:
     assert math.isfinite(result.history[-1]["loss"])
     reloaded = load_checkpoint(tmp_path).model
     assert torch.allclose(reloaded(xt[:5]), model(xt[:5]), atol=1e-5)
-    bound = method.certified_bound(model, "2")
+    bound = method.certified_bound(model, "2").value
     assert bound >= float(_jacobian_norms(model, xt[:20]).max())
     radii = (0.05, 0.3)
     # certify() raises SoundnessError if PGD breaks a certified point.

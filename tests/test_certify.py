@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import tightlip as t
-from tightlip.certify import SoundnessError, certified_radii, certify
+from tightlip.eval.certify import SoundnessError, certified_radii, certify
+from tightlip.methods import fit
 from tightlip.norms import margin_constant
-from tightlip.training import TrainConfig, train_tightlip
+from tightlip.train.config import TrainConfig
 
 
 def test_margin_constants() -> None:
@@ -26,9 +27,14 @@ def _trained(norm: str):
     x = (centers[y] + 0.05 * torch.randn(600, 16, generator=generator)).clamp(0, 1)
     spec = t.ModelSpec(input_dim=16, widths=(32,), num_classes=3, activation="abs", norm=norm)
     config = TrainConfig(
-        epochs=6, batch_size=50, norm=norm, loss="normalized_margin", margin_epsilon=0.1
+        epochs=6,
+        batch_size=50,
+        norm=norm,
+        loss="normalized_margin",
+        margin_epsilon=0.1,
+        penalty_weight=0.05,
     )
-    model = train_tightlip(spec, config, x, y, progress=False).model
+    model = fit("tightlip", spec, config, x, y, progress=False).model
     return model, x[:200], y[:200]
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tightlip as t
-from tightlip.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tightlip.model import ModelShapeError, UnsupportedLayerError
+from tightlip.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _saved(tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 import tightlip as t
-from tightlip.penalty import TrivialBoundEstimator, bound_penalty, smooth_maximum
-from tightlip.training import TrainConfig, train_tightlip
+from tightlip.methods import fit
+from tightlip.train.config import TrainConfig
+from tightlip.train.penalty import TrivialBoundEstimator, bound_penalty, smooth_maximum
 
 
 def _toy_problem(n: int = 512, d: int = 20, classes: int = 3, seed: int = 0):
@@ -29,7 +30,7 @@ def _trained_bound(penalty: str, norm: str = "2") -> float:
         penalty=penalty,
         penalty_weight=0.5,
     )
-    result = train_tightlip(spec, config, x, y, progress=False)
+    result = fit("tightlip", spec, config, x, y, progress=False)
     return t.upper_bound(result.model, norm, "trivial").value
 
 
@@ -91,13 +92,13 @@ def test_hinge_penalty_is_zero_below_target() -> None:
 def test_resume_reproduces_uninterrupted_run(tmp_path) -> None:
     x, y = _toy_problem(n=300)
     spec = t.ModelSpec(input_dim=20, widths=(16,), num_classes=3, activation="sincos")
-    config = TrainConfig(epochs=3, batch_size=50, loss="normalized_margin")
-    full = train_tightlip(spec, config, x, y, out_dir=tmp_path / "full", progress=False)
-    train_tightlip(
-        spec, config, x, y, out_dir=tmp_path / "cut", progress=False, stop_after_epochs=1
+    config = TrainConfig(epochs=3, batch_size=50, loss="normalized_margin", penalty_weight=0.05)
+    full = fit("tightlip", spec, config, x, y, out_dir=tmp_path / "full", progress=False)
+    fit(
+        "tightlip", spec, config, x, y, out_dir=tmp_path / "cut", progress=False, stop_after_epochs=1
     )
-    resumed = train_tightlip(
-        spec, config, x, y, out_dir=tmp_path / "cut", progress=False, resume=True
+    resumed = fit(
+        "tightlip", spec, config, x, y, out_dir=tmp_path / "cut", progress=False, resume=True
     )
     assert resumed.epochs_run == 3
     for (name, a), b in zip(

@@ -1,39 +1,45 @@
-"""The ``tightlip`` command line: train, certify, bound, run, and data fetch."""
+"""The ``tightlip`` command line: run, train, certify, bound, data.
+
+Thin by design: options become one explicit-settings dictionary, merged with the method's
+defaults and a preset by :func:`tightlip.settings.merge_settings`; the work is done by the
+library. Errors a user's input can cause (:class:`~tightlip.errors.TightlipError`) print one
+line and exit with code 2; anything else is a bug and keeps its traceback (exit code 1).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tightlip.bounds import MethodNotApplicableError, lower_bound, upper_bound
+from tightlip.bounds import upper_methods
+from tightlip.bounds.portfolio import portfolio
 from tightlip.certificate import Certificate
-from tightlip.checkpoint import CheckpointError, load_checkpoint
 from tightlip.data import DatasetError, default_fetch_dir, get_dataset, resolve_data_dir
-from tightlip.experiment import (
-    EvalConfig,
+from tightlip.errors import BadArgumentError, CheckpointError, TightlipError
+from tightlip.eval.config import EvalConfig
+from tightlip.eval.experiment import (
     RunConfig,
+    build_and_train,
     evaluate,
     load_data,
     run_experiment,
     write_outputs,
 )
-from tightlip.model import (
-    LayerChain,
-    ModelSpec,
-    UnsupportedLayerError,
-    state_dict_to_chain,
-    to_chain,
-)
-from tightlip.norms import NormError, parse_norm
-from tightlip.report import results_rows
-from tightlip.training import TrainConfig
+from tightlip.eval.report import results_rows
+from tightlip.methods import METHODS
+from tightlip.model import LayerChain, state_dict_to_chain, to_chain
+from tightlip.norms import parse_norm
+from tightlip.settings import PRESETS, QUICK_EPOCHS, QUICK_TRAIN_EXAMPLES, merge_settings
+from tightlip.train.checkpoint import load_checkpoint
+from tightlip.train.config import TrainConfig
+from tightlip.train.losses import LOSSES
 
 app = typer.Typer(
     help="Train networks whose trivial Lipschitz bound is tight, certify them, prove tightness.",
@@ -44,17 +50,14 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
 
-USER_ERRORS = (
-    DatasetError,
-    CheckpointError,
-    NormError,
-    UnsupportedLayerError,
-    MethodNotApplicableError,
-    ValueError,
-    FileNotFoundError,
-)
+#: the errors a user's input can cause; everything else is a bug and keeps its traceback
+USER_ERRORS = (TightlipError,)
 
-NormOption = Annotated[str, typer.Option("--norm", help="1, 2 or inf")]
+DEFAULT_RUN_PRESET = "robust"
+_T = TrainConfig()
+_E = EvalConfig()
+
+NormOption = Annotated[str | None, typer.Option("--norm", help="1, 2 or inf (default 2)")]
 DataOption = Annotated[
     Path | None,
     typer.Option(
@@ -64,24 +67,30 @@ DataOption = Annotated[
         "../shared/datasets/DATASET; `tightlip data where` shows the choice)",
     ),
 ]
+QuickOption = Annotated[
+    bool,
+    typer.Option(
+        "--quick",
+        help=f"smoke test: {QUICK_TRAIN_EXAMPLES} training examples, {QUICK_EPOCHS} epochs",
+    ),
+]
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}")
+    console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
-def _parse_widths(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise typer.BadParameter(f"widths must be comma-separated integers, got {text!r}") from None
-
-
-def _parse_radii(text: str | None) -> tuple[float, ...] | None:
-    if not text:
+def _parse_numbers(text: str | None, kind: type, what: str) -> tuple | None:
+    if text is None:
         return None
-    return tuple(float(r) for r in text.split(",") if r.strip())
+    try:
+        values = tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BadArgumentError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise BadArgumentError(f"{what} must not be empty")
+    return values
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -94,92 +103,38 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def _set_threads() -> None:
-    """One torch thread unless ``$TIGHTLIP_THREADS`` says otherwise.
-
-    Measured on the shared 2-core machine: an epoch of the default model took 6–7 s on one
-    thread and about 100 s on two whenever another process held a core.
-    """
+    """One torch thread unless ``$TIGHTLIP_THREADS`` says otherwise (see the README)."""
     torch.set_num_threads(int(os.environ.get("TIGHTLIP_THREADS", "1")))
 
 
-def _train_command(
+def _print_presets() -> None:
+    table = Table(title="presets (tightlip run --preset NAME; default: robust)")
+    for column in ("preset", "method", "what it is for"):
+        table.add_column(column)
+    for name, preset in PRESETS.items():
+        table.add_row(name, preset.method, preset.purpose)
+    console.print(table)
+
+
+def _train_and_report(
+    *,
     out: Path,
     data: Path | None,
     quick: bool,
-    method: str,
-    norm: str,
-    activation: str,
-    widths: str,
-    bias: bool,
-    epochs: int | None,
-    batch_size: int,
-    lr: float | None,
-    penalty: str,
-    penalty_weight: float,
-    penalty_target: float,
-    loss: str,
-    margin_epsilon: float,
-    temperature: float,
-    seed: int,
+    method: str | None,
+    preset: str | None,
+    explicit: dict[str, Any],
     resume: bool,
-    radii: str | None,
-    attack_limit: int,
-    lower_seconds: float,
-    certify_after: bool,
-    smooth_max: float = 0.0,
+    certify_after: bool = True,
 ) -> None:
+    """The one implementation behind ``run`` and ``train``."""
     _set_threads()
     try:
-        norm_name = parse_norm(norm)
-        spec = ModelSpec(
-            widths=_parse_widths(widths), activation=activation, norm=norm_name, bias=bias
-        )
-        train_args = dict(
-            epochs=epochs or (3 if quick else 30),
-            batch_size=min(batch_size, 64) if quick else batch_size,
-            seed=seed,
-            norm=norm_name,
-            penalty=penalty,
-            penalty_weight=penalty_weight,
-            penalty_target=penalty_target,
-            loss=loss,
-            margin_epsilon=margin_epsilon,
-            temperature=temperature,
-            smooth_max=smooth_max,
-        )
-        if lr is not None:
-            train_args["lr"] = lr
-        if method != "tightlip":
-            from tightlip.baselines import METHODS
-
-            if method not in METHODS:
-                raise ValueError(
-                    f"unknown method {method!r}: choose tightlip or one of {', '.join(METHODS)}"
-                )
-            defaults = dict(METHODS[method].defaults)
-            for key in ("lr", "loss", "temperature", "margin_epsilon", "penalty"):
-                if key in defaults and (key != "lr" or lr is None):
-                    train_args[key] = defaults[key]
-        run = RunConfig(
-            out_dir=out,
-            data_dir=data,
-            quick=quick,
-            method=method,
-            spec=spec,
-            train=TrainConfig(**train_args),
-            evaluation=EvalConfig(
-                radii=_parse_radii(radii),
-                attack_limit=min(attack_limit, 200) if quick else attack_limit,
-                pgd_steps=20 if quick else 50,
-                lower_seconds=min(lower_seconds, 10.0) if quick else lower_seconds,
-                lower_starts=64 if quick else 256,
-            ),
-            resume=resume,
-        )
+        settings = merge_settings(method, preset, explicit, quick=quick)
+        run = RunConfig(settings=settings, out_dir=out, data_dir=data, resume=resume)
         if not certify_after:
-            from tightlip.experiment import build_and_train
-
-            _, seconds = build_and_train(run, load_data(data, quick, seed))
+            dataset = load_data(data, quick, settings.train.seed)
+            _, seconds = build_and_train(run, dataset)
             console.print(f"trained in {seconds:.1f} s; checkpoint in {out / 'checkpoint'}")
             return
         metrics = run_experiment(run)
@@ -189,51 +144,43 @@ def _train_command(
     console.print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'certified.png'}")
 
 
-#: Settings of ``tightlip run`` that have no flag there. The margin radius 0.5 was chosen from
-#: measured runs: 0.5 gave 97.4 % clean accuracy (0.3: 97.9 %, 1.0: 95 %) with the SinCos MLP.
-DEFAULT_RUN = dict(
-    method="tightlip",
-    bias=False,
-    batch_size=256,
-    lr=None,
-    penalty="log",
-    penalty_weight=0.01,
-    penalty_target=1.0,
-    loss="normalized_margin",
-    margin_epsilon=0.5,
-    temperature=0.25,
-    radii=None,
-    attack_limit=1000,
-    lower_seconds=60.0,
-    certify_after=True,
-)
-
-
 @app.command()
 def run(
     out: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/default"),
     data: DataOption = None,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="small subset, 2 epochs (smoke test)")
-    ] = False,
-    norm: NormOption = "2",
-    activation: str = "sincos",
-    widths: str = "512,512",
-    epochs: int | None = None,
-    seed: int = 0,
-    resume: bool = False,
+    quick: QuickOption = False,
+    preset: Annotated[
+        str,
+        typer.Option(help="a named configuration; 'list' shows them (default: robust)"),
+    ] = DEFAULT_RUN_PRESET,
+    norm: NormOption = None,
+    activation: Annotated[str | None, typer.Option(help="override the preset's")] = None,
+    widths: Annotated[str | None, typer.Option(help="hidden widths, e.g. 256,256")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override the preset's")] = None,
+    seed: Annotated[int | None, typer.Option(help="default 0")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
 ) -> None:
-    """The default experiment: ℓ2, a bias-free SinCos MLP, penalty on; train, certify, report."""
-    _train_command(
-        **DEFAULT_RUN,
+    """The main job: train tightlip's robust MNIST model, certify it, attack it, report."""
+    if preset == "list":
+        _print_presets()
+        return
+    try:
+        explicit = {
+            "norm": norm,
+            "activation": activation,
+            "widths": _parse_numbers(widths, int, "widths"),
+            "epochs": epochs,
+            "seed": seed,
+        }
+    except USER_ERRORS as error:
+        _fail(error)
+    _train_and_report(
         out=out,
         data=data,
         quick=quick,
-        norm=norm,
-        activation=activation,
-        widths=widths,
-        epochs=epochs,
-        seed=seed,
+        method=None,
+        preset=preset,
+        explicit=explicit,
         resume=resume,
     )
 
@@ -242,63 +189,93 @@ def run(
 def train(
     out: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/train"),
     data: DataOption = None,
-    quick: bool = False,
+    quick: QuickOption = False,
     method: Annotated[
-        str, typer.Option(help="tightlip, sandwich, local-lip, plain, specnorm or orthogonal")
-    ] = "tightlip",
-    norm: NormOption = "2",
+        str | None, typer.Option(help=f"one of {', '.join(METHODS.names())} (default tightlip)")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help=f"one of {', '.join(PRESETS.names())} (default: none)")
+    ] = None,
+    norm: NormOption = None,
     activation: Annotated[
-        str, typer.Option(help="sincos, abs, crelu, sinpair, relu, maxmin")
-    ] = "sincos",
-    widths: str = "512,512",
-    bias: Annotated[bool, typer.Option("--bias/--no-bias")] = False,
-    epochs: int | None = None,
-    batch_size: int = 256,
-    lr: float | None = None,
-    penalty: Annotated[str, typer.Option(help="log, hinge or none")] = "log",
-    lam: Annotated[float, typer.Option("--lambda", help="penalty weight λ")] = 0.01,
-    target: Annotated[float, typer.Option(help="hinge target for the bound")] = 1.0,
+        str | None, typer.Option(help="sincos, abs, crelu, sinpair, relu, tanh, maxmin (default sincos)")
+    ] = None,
+    widths: Annotated[str | None, typer.Option(help="hidden widths (default 512,512)")] = None,
+    bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help="default: no bias")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"default {_T.epochs}")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"default {_T.batch_size}")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"default {_T.lr:g}, or the method's")] = None,
+    penalty: Annotated[
+        str | None, typer.Option(help=f"log, hinge or none (default {_T.penalty})")
+    ] = None,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help=f"penalty weight λ (default {_T.penalty_weight:g})")
+    ] = None,
+    target: Annotated[
+        float | None, typer.Option(help=f"hinge target for the bound (default {_T.penalty_target:g})")
+    ] = None,
     loss: Annotated[
-        str, typer.Option(help="ce, margin or normalized_margin")
-    ] = "normalized_margin",
-    margin_epsilon: float = 0.5,
-    temperature: float = 0.25,
+        str | None,
+        typer.Option(help=f"one of {', '.join(LOSSES.names())} (default {_T.loss}, or the method's)"),
+    ] = None,
+    margin_epsilon: Annotated[
+        float | None, typer.Option(help=f"loss radius ε (default {_T.margin_epsilon:g})")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help=f"loss temperature T (default {_T.temperature:g})")
+    ] = None,
     smooth_max: Annotated[
-        float, typer.Option(help="ℓ1/ℓ∞: relative log-sum-exp temperature of the norm (0 = max)")
-    ] = 0.0,
-    seed: int = 0,
+        float | None,
+        typer.Option(help="ℓ1/ℓ∞: relative log-sum-exp temperature of the norm (default 0 = max)"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="default 0")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
     radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
-    attack_limit: int = 1000,
-    lower_seconds: float = 60.0,
+    attack_limit: Annotated[
+        int | None, typer.Option(help=f"examples attacked (default {_E.attack_limit})")
+    ] = None,
+    lower_seconds: Annotated[
+        float | None, typer.Option(help=f"lower-bound search budget (default {_E.lower_seconds:g})")
+    ] = None,
     certify_after: Annotated[bool, typer.Option("--certify/--no-certify")] = True,
 ) -> None:
-    """Train a model (any method), checkpoint it every epoch, then certify it."""
-    _train_command(
+    """Train a model (any method), checkpoint it every epoch, then certify it.
+
+    Settings merge as: built-in defaults < the method's published defaults < --preset <
+    --quick < the flags given here.
+    """
+    try:
+        explicit = {
+            "norm": norm,
+            "activation": activation,
+            "widths": _parse_numbers(widths, int, "widths"),
+            "bias": bias,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "penalty": penalty,
+            "penalty_weight": lam,
+            "penalty_target": target,
+            "loss": loss,
+            "margin_epsilon": margin_epsilon,
+            "temperature": temperature,
+            "smooth_max": smooth_max,
+            "seed": seed,
+            "radii": _parse_numbers(radii, float, "radii"),
+            "attack_limit": attack_limit,
+            "lower_seconds": lower_seconds,
+        }
+    except USER_ERRORS as error:
+        _fail(error)
+    _train_and_report(
         out=out,
         data=data,
         quick=quick,
         method=method,
-        norm=norm,
-        activation=activation,
-        widths=widths,
-        bias=bias,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        penalty=penalty,
-        penalty_weight=lam,
-        penalty_target=target,
-        loss=loss,
-        margin_epsilon=margin_epsilon,
-        temperature=temperature,
-        seed=seed,
+        preset=preset,
+        explicit=explicit,
         resume=resume,
-        radii=radii,
-        attack_limit=attack_limit,
-        lower_seconds=lower_seconds,
         certify_after=certify_after,
-        smooth_max=smooth_max,
     )
 
 
@@ -309,10 +286,10 @@ def certify(
         Path | None, typer.Option(help="output directory (default: next to CKPT)")
     ] = None,
     data: DataOption = None,
-    quick: bool = False,
-    radii: str | None = None,
-    attack_limit: int = 1000,
-    lower_seconds: float = 60.0,
+    quick: QuickOption = False,
+    radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
+    attack_limit: int = _E.attack_limit or 0,
+    lower_seconds: float = _E.lower_seconds,
 ) -> None:
     """Certify a trained checkpoint: bounds, tightness, certified and PGD accuracy."""
     _set_threads()
@@ -322,7 +299,9 @@ def certify(
         norm = parse_norm(config.get("train", {}).get("norm", "2"))
         dataset = load_data(data, quick)
         evaluation = EvalConfig(
-            radii=_parse_radii(radii), attack_limit=attack_limit, lower_seconds=lower_seconds
+            radii=_parse_numbers(radii, float, "radii"),
+            attack_limit=attack_limit,
+            lower_seconds=lower_seconds,
         )
         metrics = evaluate(
             checkpoint.model,
@@ -341,13 +320,12 @@ def certify(
     console.print(f"wrote {target / 'metrics.json'}")
 
 
-def _load_any_model(path: Path, activation: str) -> tuple[LayerChain, object]:
+def _load_any_model(path: Path, activation: str) -> LayerChain:
     """A tightlip checkpoint, or a plain nn.Sequential state dict (.safetensors or .pt)."""
     if path.is_dir() or path.name.startswith("checkpoint."):
-        checkpoint = load_checkpoint(path)
-        return to_chain(checkpoint.model), checkpoint.model
+        return to_chain(load_checkpoint(path).model)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint or state dict at {path}")
+        raise CheckpointError(f"no checkpoint or state dict at {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -359,15 +337,32 @@ def _load_any_model(path: Path, activation: str) -> tuple[LayerChain, object]:
             raise CheckpointError(f"{path} is not a readable state dict: {error}") from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
-    chain = state_dict_to_chain(state, activation)
-    return chain, chain
+    return state_dict_to_chain(state, activation)
+
+
+def _bound_table(title: str, certificates: list[Certificate], lower: Certificate) -> Table:
+    table = Table(title=title)
+    for column in ("method", "side", "value", "value / lower", "seconds", "sound"):
+        table.add_column(column, justify="left" if column in ("method", "side") else "right")
+    for cert in [*certificates, lower]:
+        table.add_row(
+            cert.method,
+            cert.side,
+            f"{cert.value:.6g}",
+            f"{cert.value / lower.value:.4f}" if lower.value > 0 else "—",
+            f"{cert.seconds:.3f}",
+            "yes" if cert.sound else "no",
+        )
+    return table
 
 
 @app.command()
 def bound(
     ckpt: Annotated[Path, typer.Argument(help="tightlip checkpoint, or nn.Sequential state dict")],
-    norm: NormOption = "2",
-    method: Annotated[str, typer.Option(help="an upper-bound method, or 'all'")] = "trivial",
+    norm: Annotated[str, typer.Option("--norm", help="1, 2 or inf")] = "2",
+    method: Annotated[
+        str, typer.Option(help=f"an upper-bound method ({', '.join(upper_methods())}), or 'all'")
+    ] = "trivial",
     activation: Annotated[
         str, typer.Option(help="activation between Linear layers of a plain state dict")
     ] = "relu",
@@ -381,50 +376,38 @@ def bound(
     _set_threads()
     try:
         norm_name = parse_norm(norm)
-        chain, _ = _load_any_model(ckpt, activation)
-        starts = None
+        chain = _load_any_model(ckpt, activation)
         try:
             starts = load_data(data, quick=True).test_x
         except DatasetError:
             starts = None
-        lower = lower_bound(chain, norm_name, "gradient", starts=starts, time_limit=lower_seconds)
-        certificates: list[Certificate] = []
-        skipped: list[tuple[str, str]] = []
-        if method == "all":
-            from tightlip.bounds import upper_methods
-
-            for name in upper_methods():
-                try:
-                    certificates.append(upper_bound(chain, norm_name, name))
-                except MethodNotApplicableError as error:
-                    skipped.append((name, str(error)))
-        else:
-            certificates.append(upper_bound(chain, norm_name, method))
+        methods = list(upper_methods()) if method == "all" else [method]
+        certificates = portfolio(
+            chain,
+            norm_name,
+            methods=methods,
+            lower_methods=["gradient"],
+            options={"gradient": {"starts": starts, "time_limit": lower_seconds}},
+        )
     except USER_ERRORS as error:
         _fail(error)
-    table = Table(title=f"Lipschitz bounds ({norm_name}-norm) of {ckpt}")
-    for column in ("method", "kind", "value", "value / lower", "seconds", "sound"):
-        table.add_column(column, justify="left" if column in ("method", "kind") else "right")
-    for cert in [*certificates, lower]:
-        table.add_row(
-            cert.method,
-            cert.kind,
-            f"{cert.value:.6g}",
-            f"{cert.value / lower.value:.4f}" if lower.value > 0 else "—",
-            f"{cert.seconds:.3f}",
-            "yes" if cert.sound else "no",
-        )
-    console.print(table)
-    if len(certificates) == 1 and certificates[0].layers:
+    uppers = [c for c in certificates if c.side != "lower"]
+    lower = next(c for c in certificates if c.side == "lower")
+    skipped = {c.method: c.details.get("reason", "") for c in uppers if c.details.get("skipped")}
+    if method != "all" and skipped:
+        _fail(BadArgumentError(f"{method}: not applicable: {skipped[methods[0]]}"))
+    applicable = [c for c in uppers if not c.details.get("skipped")]
+    console.print(_bound_table(f"Lipschitz bounds ({norm_name}-norm) of {ckpt}", applicable, lower))
+    if len(applicable) == 1 and applicable[0].layers:
         console.print(
             "per layer: "
-            + " · ".join(f"{layer.name}={layer.value:.5g}" for layer in certificates[0].layers)
+            + " · ".join(f"{layer.name}={layer.value:.5g}" for layer in applicable[0].layers)
         )
-    for name, reason in skipped:
+    for name, reason in skipped.items():
         console.print(f"[yellow]{name}[/]: not applicable: {reason}")
     if json_out is not None:
-        rows = [c.to_dict() for c in [*certificates, lower]]
-        json_out.write_text(json.dumps({"bounds": rows, "skipped": dict(skipped)}, indent=2))
+        rows = [c.to_dict() for c in [*applicable, lower]]
+        json_out.write_text(json.dumps({"bounds": rows, "skipped": skipped}, indent=2))
 
 
 @data_app.command("fetch")

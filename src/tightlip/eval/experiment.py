@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,46 +17,26 @@ import torch
 from torch import nn
 
 import tightlip
-from tightlip.bounds import MethodNotApplicableError, lower_bound, upper_bound
+from tightlip.bounds import MethodNotApplicableError, lower_bound
 from tightlip.certificate import Certificate, tightness
-from tightlip.certify import DEFAULT_RADII, certify, radius_key
 from tightlip.data import MnistData, load_mnist_splits
-from tightlip.model import ModelSpec, to_chain
+from tightlip.errors import SoundnessError
+from tightlip.eval.certify import DEFAULT_RADII, certify, radius_key
+from tightlip.eval.config import EvalConfig
+from tightlip.eval.report import plot_certified_curve, write_metrics, write_report
+from tightlip.methods import METHODS, Method, fit
+from tightlip.model import to_chain
 from tightlip.norms import NormName
-from tightlip.report import plot_certified_curve, write_metrics, write_report
-from tightlip.training import TrainConfig, train_tightlip
-
-QUICK_TRAIN_EXAMPLES = 2000
-QUICK_TEST_EXAMPLES = 500
-
-
-@dataclass
-class EvalConfig:
-    """How a trained model is measured."""
-
-    radii: tuple[float, ...] | None = None
-    pgd_steps: int = 50
-    pgd_restarts: int = 2
-    attack_limit: int | None = 1000
-    lower_starts: int = 256
-    lower_seconds: float = 60.0
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings
 
 
 @dataclass
 class RunConfig:
-    """A whole run: data, model, training and evaluation settings."""
+    """A whole run: where to read data and write results, and the merged settings."""
 
+    settings: Settings
     out_dir: Path = Path("runs/default")
     data_dir: Path | None = None
-    quick: bool = False
-    method: str = "tightlip"
-    spec: ModelSpec = field(default_factory=ModelSpec)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
     resume: bool = False
     progress: bool = True
 
@@ -68,17 +48,6 @@ def load_data(data_dir: Path | None, quick: bool, seed: int = 0) -> MnistData:
         test_limit=QUICK_TEST_EXAMPLES if quick else None,
         seed=seed,
     )
-
-
-def sound_upper_bound(model: nn.Module, norm: NormName, method: str = "tightlip") -> Certificate:
-    """The certificate used for certification: the baseline's own, else the trivial bound."""
-    if method != "tightlip":
-        from tightlip.baselines import METHODS
-
-        if method in METHODS:
-            value = METHODS[method].certified_bound(model, norm)
-            return Certificate(value, f"{method}-bound", norm, "upper", 0.0, True)
-    return upper_bound(model, norm, "trivial")
 
 
 def best_lower_bound(
@@ -98,27 +67,37 @@ def best_lower_bound(
         return lower_bound(model, norm, "sampled", starts=starts[: evaluation.lower_starts])
 
 
+
 def evaluate(
     model: nn.Module,
     norm: NormName,
     data: MnistData,
     evaluation: EvalConfig,
     *,
-    method: str = "tightlip",
+    method: str | Method = "tightlip",
     train_seconds: float = 0.0,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Bounds, certified and PGD accuracy of ``model`` on the test split, as a metrics dict."""
+    """Bounds, certified and PGD accuracy of ``model`` on the test split, as a metrics dict.
+
+    Every certificate reported (global, last-layer and the method's local one, if any) goes
+    through the same PGD soundness cross-check in :func:`tightlip.eval.certify.certify`.
+    """
+    chosen = METHODS.get(method) if isinstance(method, str) else method
     started = time.perf_counter()
     model.eval()
     chain = to_chain(model)
     radii = tuple(evaluation.radii or DEFAULT_RADII[norm])
-    upper = sound_upper_bound(model, norm, method)
+    upper = chosen.certified_bound(model, norm)
     lower = best_lower_bound(model, norm, data.test_x, evaluation)
     if lower.value > upper.value * (1 + 1e-9):
-        raise AssertionError(
+        raise SoundnessError(
             f"lower bound {lower.value} exceeds the sound upper bound {upper.value}: a bug"
         )
+    local: dict[str, dict[str, torch.Tensor]] = {}
+    if chosen.certify_local is not None:
+        local_result = chosen.certify_local(model, data.test_x, data.test_y, norm, radii)
+        local["local"] = local_result["certified_mask"]
     result = certify(
         chain,
         data.test_x,
@@ -126,6 +105,7 @@ def evaluate(
         norm,
         upper.value,
         radii,
+        other_certificates=local,
         attack_model=model,
         pgd_steps=evaluation.pgd_steps,
         pgd_restarts=evaluation.pgd_restarts,
@@ -142,19 +122,12 @@ def evaluate(
         ],
     }
     certified = dict(result.certified_accuracy)
-    if method != "tightlip":
-        from tightlip.baselines import METHODS
-
-        local = METHODS.get(method)
-        if local is not None and local.certify_local is not None:
-            local_result = local.certify_local(model, data.test_x, data.test_y, norm, radii)
-            certified["local"] = local_result["certified_accuracy"]
     best = {
         radius_key(r): max(by_radius[radius_key(r)] for by_radius in certified.values())
         for r in radii
     }
     return {
-        "method": method,
+        "method": chosen.name,
         "norm": norm,
         "clean_accuracy": result.clean_accuracy,
         "lipschitz_upper": upper.value,
@@ -188,55 +161,38 @@ def write_outputs(out_dir: Path, metrics: dict[str, Any]) -> None:
 
 
 def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
-    """Train the requested method; returns the model and the training seconds."""
-    common = {
-        "out_dir": run.out_dir / "checkpoint",
-        "resume": run.resume,
-        "progress": run.progress,
-    }
-    if run.method == "tightlip":
-        result = train_tightlip(run.spec, run.train, data.train_x, data.train_y, **common)
-        return result.model, result.train_seconds
-    from tightlip.baselines import METHODS
-    from tightlip.training import train
-
-    if run.method not in METHODS:
-        known = ", ".join(["tightlip", *METHODS])
-        raise ValueError(f"unknown method {run.method!r}: choose one of {known}")
-    torch.manual_seed(run.train.seed)
-    model, objective, description = METHODS[run.method].build(run.spec, run.train)
-    result = train(
-        model,
-        objective,
+    """Train the run's method; returns the model and the training seconds."""
+    settings = run.settings
+    result = fit(
+        settings.method,
+        settings.spec,
+        settings.train,
         data.train_x,
         data.train_y,
-        run.train,
-        model_description=description,
-        method=run.method,
-        **common,
+        options=settings.options,
+        out_dir=run.out_dir / "checkpoint",
+        resume=run.resume,
+        progress=run.progress,
     )
     return result.model, result.train_seconds
 
 
 def run_experiment(run: RunConfig) -> dict[str, Any]:
     """Train, certify and report; returns the metrics written to ``out_dir/metrics.json``."""
-    data = load_data(run.data_dir, run.quick, run.train.seed)
+    settings = run.settings
+    data = load_data(run.data_dir, settings.quick, settings.train.seed)
     model, train_seconds = build_and_train(run, data)
     config = {
-        "method": run.method,
-        "model": run.spec.to_dict(),
-        "train": run.train.to_dict(),
-        "evaluation": run.evaluation.to_dict(),
-        "quick": run.quick,
+        **settings.to_dict(),
         "train_examples": int(data.train_x.shape[0]),
         "data_dir": str(data.data_dir) if data.data_dir else None,
     }
     metrics = evaluate(
         model,
-        run.spec.norm,
+        settings.spec.norm,
         data,
-        run.evaluation,
-        method=run.method,
+        settings.evaluation,
+        method=settings.method,
         train_seconds=train_seconds,
         config=config,
     )

@@ -55,11 +55,14 @@ from torch.nn import functional as F
 
 from tightlip.layers import ReLU
 from tightlip.model import ActivationStep, AffineStep, Step
+from tightlip.models.registry import MODEL_KINDS
 from tightlip.norms import UNIT_ROUNDOFF_F64, certified_operator_norm
 
 #: relative allowance per layer for float64 rounding between the parameters and the chain's
 #: matrices (products of O(width) terms: ≈ 1e-13 realistic; 1e-9 is generous)
 ROUNDING_ALLOWANCE = 1e-9
+#: LBDN's default Lipschitz bound γ
+SANDWICH_GAMMA = 1.0
 
 
 def cayley(x: torch.Tensor) -> torch.Tensor:
@@ -257,3 +260,13 @@ class SandwichMLP(nn.Module):
 def _inflate(value: float) -> float:
     slack = ROUNDING_ALLOWANCE + 64 * UNIT_ROUNDOFF_F64
     return math.nextafter(value * (1.0 + slack), math.inf)
+
+
+@MODEL_KINDS.register("sandwich")
+def build_sandwich(arguments: dict[str, Any]) -> nn.Module:
+    return SandwichMLP(
+        int(arguments.get("input_dim", 784)),
+        tuple(arguments.get("widths", (512, 512))),
+        int(arguments.get("num_classes", 10)),
+        gamma=float(arguments.get("gamma", SANDWICH_GAMMA)),
+    )

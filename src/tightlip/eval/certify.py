@@ -17,20 +17,22 @@ Two certificates at radius ε, for an input with label y that the network classi
 Soundness margin: logits are evaluated in float64; a test passes only if it holds with a
 relative slack of 1e-9 plus an absolute 1e-9·max|z|, far above float64 evaluation error.
 
-Every certified point is then attacked with PGD; a certified point that the attack breaks
-raises :class:`SoundnessError`: the run stops loudly instead of reporting a wrong certificate.
+Every certified point, under these and any other certificate a run reports (e.g. local
+Lipschitz bounds), is then attacked with PGD; a certified point that the attack breaks raises
+:class:`~tightlip.errors.SoundnessError`: the run stops loudly instead of reporting a wrong
+certificate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from tightlip.attacks import margin_loss, pgd_attack
 from tightlip.bounds.trivial import trivial_bound
 from tightlip.errors import ModelShapeError, SoundnessError
+from tightlip.eval.attacks import margin_loss, pgd_attack
 from tightlip.model import LayerChain
 from tightlip.norms import NormName, class_pair_distances, margin_constant
 
@@ -131,28 +133,38 @@ def certify(
     radii: Sequence[float] | None = None,
     *,
     backbone_upper: float | None = None,
+    other_certificates: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     attack_model=None,
     pgd_steps: int = 50,
     pgd_restarts: int = 3,
     attack_limit: int | None = None,
     seed: int = 0,
 ) -> CertificationResult:
-    """Clean, certified (both methods) and PGD accuracy, with the soundness cross-check.
+    """Clean, certified and PGD accuracy, with the soundness cross-check of every certificate.
 
-    ``attack_model`` is the float32 ``nn.Module`` to attack (defaults to the float64 chain);
-    ``attack_limit`` attacks only the first examples (PGD dominates the cost).
+    The global and last-layer certificates are computed here; ``other_certificates`` maps the
+    name of any further certificate (e.g. ``"local"``) to its per-radius masks of certified
+    examples (radius keys as :func:`radius_key`), and those are reported and attacked exactly
+    like the built-in ones. ``attack_model`` is the float32 ``nn.Module`` to attack (defaults
+    to the float64 chain); ``attack_limit`` attacks only the first examples (PGD dominates the
+    cost).
     """
     radii = tuple(radii if radii is not None else DEFAULT_RADII[norm])
     margins = certified_radii(chain, x, y, norm, lipschitz_upper, backbone_upper)
     n = x.shape[0]
-    certified = {
-        method: {radius_key(e): float(margins.certified(e, method).float().mean()) for e in radii}
+    masks: dict[str, dict[str, torch.Tensor]] = {
+        method: {radius_key(e): margins.certified(e, method) for e in radii}
         for method in ("global", "last_layer")
     }
+    for name, by_radius in (other_certificates or {}).items():
+        masks[name] = {radius_key(e): _checked_mask(by_radius, e, n, name) for e in radii}
     result = CertificationResult(
         norm=norm,
         clean_accuracy=float(margins.correct.float().mean()),
-        certified_accuracy=certified,
+        certified_accuracy={
+            name: {key: float(mask.float().mean()) for key, mask in by_radius.items()}
+            for name, by_radius in masks.items()
+        },
         n_examples=n,
         margins=margins,
     )
@@ -176,12 +188,24 @@ def certify(
         broken = margin_loss(logits_float64(chain, adversarial), ya) > 0
         robust = margins.correct[:m] & ~broken
         result.pgd_accuracy[radius_key(eps)] = float(robust.float().mean())
-        for method in ("global", "last_layer"):
-            bad = margins.certified(eps, method)[:m] & broken
+        for name, by_radius in masks.items():
+            bad = by_radius[radius_key(eps)][:m] & broken
             if bad.any():
                 index = int(bad.nonzero()[0])
                 raise SoundnessError(
-                    f"example {index} is certified at ε={eps:g} ({method}, norm {norm}) but PGD "
-                    "found an adversarial example: the Lipschitz bound is wrong"
+                    f"example {index} is certified at ε={eps:g} ({name}, norm {norm}) but PGD "
+                    "found an adversarial example: the certificate is wrong"
                 )
     return result
+
+
+def _checked_mask(
+    by_radius: Mapping[str, torch.Tensor], eps: float, n: int, name: str
+) -> torch.Tensor:
+    key = radius_key(eps)
+    if key not in by_radius:
+        raise ValueError(f"certificate {name!r} has no mask for radius {key}")
+    mask = by_radius[key].to(torch.bool).reshape(-1)
+    if mask.shape[0] != n:
+        raise ValueError(f"certificate {name!r} has {mask.shape[0]} entries for {n} examples")
+    return mask

@@ -9,7 +9,8 @@ A checkpoint is a directory holding
   configuration, the epoch, the history, the optimizer's scalar state, and the sha256 of the
   tensor file, which is checked on load so a truncated or altered file is caught.
 
-New model kinds (the baselines) register a builder with :func:`register_model_kind`.
+The model is rebuilt from its description through the model-kind registry
+(:mod:`tightlip.models.registry`); nothing here knows about training methods.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,51 +28,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tightlip.errors import CheckpointError
-from tightlip.model import ModelSpec, build_model
+from tightlip.models import build_from_description
 
 FORMAT = "tightlip-checkpoint"
 VERSION = 1
 TENSORS_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "checkpoint.json"
-
-ModelBuilder = Callable[[dict[str, Any]], nn.Module]
-_MODEL_KINDS: dict[str, ModelBuilder] = {}
-
-
-def register_model_kind(kind: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register ``builder(arguments) -> nn.Module`` under ``kind`` for loading checkpoints."""
-
-    def decorate(builder: ModelBuilder) -> ModelBuilder:
-        _MODEL_KINDS[kind] = builder
-        return builder
-
-    return decorate
-
-
-@register_model_kind("mlp")
-def _build_mlp(arguments: dict[str, Any]) -> nn.Module:
-    return build_model(ModelSpec.from_dict(arguments))
-
-
-def build_from_description(description: dict[str, Any]) -> nn.Module:
-    """Build an untrained model from ``{"kind": ..., "arguments": {...}}``."""
-    kind = description.get("kind")
-    if kind not in _MODEL_KINDS:
-        _import_plugins()
-    if kind not in _MODEL_KINDS:
-        raise CheckpointError(
-            f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(_MODEL_KINDS))}"
-        )
-    return _MODEL_KINDS[kind](description.get("arguments", {}))
-
-
-def _import_plugins() -> None:
-    """Import modules that register extra model kinds (the baselines), if present."""
-    try:
-        import tightlip.baselines  # noqa: F401
-    except ImportError:
-        pass
-
 
 @dataclass
 class Checkpoint:

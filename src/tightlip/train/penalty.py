@@ -45,10 +45,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tightlip.model import ModelShapeError
+from tightlip.errors import ModelShapeError
 from tightlip.norms import NormName
 
 PenaltyForm = Literal["log", "hinge", "none"]
+PENALTY_FORMS: tuple[str, ...] = ("log", "hinge", "none")
 
 
 def _linear_layers(model: nn.Module) -> list[nn.Linear]:

@@ -14,7 +14,7 @@
   Certified by the trivial bound of the actual weights (≈ 1 up to rounding).
 
 All three expose ``chain_steps()`` so every verifier applies, and are rebuilt from checkpoints
-through :func:`tightlip.checkpoint.register_model_kind`.
+through :func:`tightlip.train.checkpoint.register_model_kind`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrizations
 
-from tightlip.bounds import upper_bound
+from tightlip.errors import UnsupportedLayerError
 from tightlip.layers import MaxMin, as_activation
-from tightlip.model import ActivationStep, AffineStep, Step, UnsupportedLayerError
-from tightlip.norms import NormName
+from tightlip.model import ActivationStep, AffineStep, Step
+from tightlip.models.registry import MODEL_KINDS
 
 VARIANTS = ("plain", "specnorm", "orthogonal")
 
@@ -127,38 +127,17 @@ def _make_linear(variant: str, fan_in: int, fan_out: int) -> nn.Linear:
     return layer
 
 
-def trivial_certified_bound(model: nn.Module, norm: NormName) -> float:
-    """The sound trivial bound of the model's actual (normalised) weights."""
-    model.eval()
-    return upper_bound(model, norm, "trivial").value
+def _register(variant: str) -> None:
+    def build(arguments: dict[str, Any]) -> nn.Module:
+        return BaselineMLP(
+            variant,
+            int(arguments.get("input_dim", 784)),
+            tuple(arguments.get("widths", (512, 512))),
+            int(arguments.get("num_classes", 10)),
+        )
+
+    MODEL_KINDS.register(variant, build)
 
 
-#: closed-form verifiers tried for the plain MLP (LipSDP is too slow at these widths, BRIEF §9)
-PLAIN_VERIFIERS = ("eclipse_fast", "syed_hu")
-
-
-def best_certified_bound(model: nn.Module, norm: NormName) -> float:
-    """The smallest *sound* bound among the cheap verifiers and the trivial bound.
-
-    Uses ``tightlip.bounds.portfolio.upper_bound_or_trivial`` (each method falls back to the
-    trivial bound where it does not apply) when that module is present, else the trivial bound.
-    """
-    model.eval()
-    best = trivial_certified_bound(model, norm)
-    try:
-        from tightlip.bounds.portfolio import upper_bound_or_trivial
-    except ImportError:
-        return best
-    for method in PLAIN_VERIFIERS:
-        try:
-            certificate = upper_bound_or_trivial(model, norm, method)
-        except ValueError:  # unknown method in this version of the registry
-            continue
-        if certificate.sound and certificate.kind in ("upper", "exact"):
-            best = min(best, float(certificate.value))
-    return best
-
-
-def unit_bound(model: nn.Module) -> torch.Tensor | float:
-    """Norm-constrained nets are 1-Lipschitz by construction (≈; used by the losses only)."""
-    return 1.0
+for _variant in VARIANTS:
+    _register(_variant)

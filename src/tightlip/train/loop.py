@@ -2,7 +2,7 @@
 
     loss(θ) = classification(f_θ(x), y) + λ · penalty(L̂(θ)),
 
-with ``L̂`` the differentiable estimate of :class:`tightlip.penalty.TrivialBoundEstimator`.
+with ``L̂`` the differentiable estimate of :class:`tightlip.train.penalty.TrivialBoundEstimator`.
 The loop is method-agnostic: it takes an :class:`Objective` (an ``nn.Module`` whose state is
 checkpointed with the model), so the baselines reuse it with their own losses.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,117 +25,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tightlip.checkpoint import (
+from tightlip.errors import CheckpointError, ModelShapeError
+from tightlip.model import check_finite_parameters
+from tightlip.train.checkpoint import (
     CONFIG_FILE,
     load_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
     save_checkpoint,
 )
-from tightlip.losses import LossKind, classification_loss, last_layer_margin_loss
-from tightlip.model import ModelSpec, build_model, check_finite_parameters
-from tightlip.norms import NormName, parse_norm
-from tightlip.penalty import PenaltyForm, TrivialBoundEstimator, bound_penalty
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (stored in every checkpoint's JSON)."""
-
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"  # "cosine" (to 0 over the run) or "constant"
-    seed: int = 0
-    norm: NormName = "2"
-    penalty: PenaltyForm = "log"
-    penalty_weight: float = 0.05
-    penalty_target: float = 1.0
-    conditioning_weight: float = 0.0
-    loss: LossKind = "margin"
-    margin_epsilon: float = 1.0
-    temperature: float = 0.25
-    power_iterations: int = 2
-    smooth_max: float = 0.0  # ℓ1 / ℓ∞: relative log-sum-exp temperature of the row/column max
-
-    def __post_init__(self) -> None:
-        self.norm = parse_norm(self.norm)
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: cosine or constant")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-class Objective(nn.Module):
-    """``objective(model, x, y) -> (loss, stats)``; its buffers are saved in checkpoints."""
-
-    def forward(  # type: ignore[override]
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-
-class TightlipObjective(Objective):
-    """Classification loss + λ · penalty(L̂), the method of Kuang et al. (2026)."""
-
-    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.estimator = TrivialBoundEstimator(
-            model,
-            config.norm,
-            iterations=config.power_iterations,
-            seed=config.seed,
-            smooth_max=config.smooth_max,
-        )
-
-    def forward(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config
-        log_bound, conditioning = self.estimator.log_bound_and_conditioning()
-        logits = model(x)
-        if c.loss == "last_layer_margin":
-            last_norm = self.estimator.layer_norms(update=False)[-1]
-            last_weight = self.estimator.last_weight()
-            loss = last_layer_margin_loss(
-                logits,
-                y,
-                last_weight,
-                (log_bound - last_norm.clamp_min(1e-30).log()).exp(),
-                log_bound.exp(),
-                epsilon=c.margin_epsilon,
-                norm=c.norm,
-                temperature=c.temperature,
-            )
-        else:
-            loss = classification_loss(
-                logits,
-                y,
-                c.loss,
-                lipschitz=log_bound.exp(),
-                epsilon=c.margin_epsilon,
-                norm=c.norm,
-                temperature=c.temperature,
-            )
-        if c.penalty != "none":
-            loss = loss + c.penalty_weight * bound_penalty(log_bound, c.penalty, c.penalty_target)
-        if c.conditioning_weight > 0:
-            loss = loss + c.conditioning_weight * conditioning
-        accuracy = (logits.argmax(dim=-1) == y).float().mean()
-        return loss, {
-            "acc": float(accuracy),
-            "bound": float(log_bound.detach().exp()),
-            "conditioning": float(conditioning.detach()),
-        }
+from tightlip.train.config import TrainConfig
+from tightlip.train.objectives import Objective
 
 
 @dataclass
@@ -178,12 +78,12 @@ def train(
     early (as if interrupted), which the resume test uses.
     """
     if train_x.shape[0] != train_y.shape[0]:
-        raise ValueError(f"{train_x.shape[0]} inputs but {train_y.shape[0]} labels")
+        raise ModelShapeError(f"{train_x.shape[0]} inputs but {train_y.shape[0]} labels")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, history, train_seconds = 0, [], 0.0
     if resume:
         if out_dir is None or not (Path(out_dir) / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+            raise CheckpointError(f"--resume: no checkpoint in {out_dir}")
         saved = load_checkpoint(out_dir)
         model.load_state_dict(saved.section("model"))
         objective.load_state_dict(saved.section("objective"))
@@ -206,6 +106,7 @@ def train(
     for epoch in range(start_epoch, last_epoch):
         model.train()
         objective.train()
+        objective.start_epoch(epoch)
         started = time.perf_counter()
         order = _epoch_order(n, config.seed, epoch)
         totals = {"loss": 0.0, "acc": 0.0, "bound": 0.0}
@@ -266,22 +167,3 @@ def train(
             )
     model.eval()
     return TrainResult(model, history, train_seconds, epochs_run=len(history))
-
-
-def train_tightlip(
-    spec: ModelSpec,
-    config: TrainConfig,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    **kwargs: Any,
-) -> TrainResult:
-    """Build the network of ``spec`` (seeded) and train it with :class:`TightlipObjective`."""
-    if spec.norm != config.norm:
-        raise ValueError(f"model norm {spec.norm} differs from training norm {config.norm}")
-    torch.manual_seed(config.seed)
-    model = build_model(spec)
-    objective = TightlipObjective(model, config)
-    description = {"kind": "mlp", "arguments": spec.to_dict()}
-    return train(
-        model, objective, train_x, train_y, config, model_description=description, **kwargs
-    )

@@ -37,7 +37,7 @@ room to spare), and every masked norm is a *certified upper bound*: exact ℓ1 /
 ℓ2 the largest eigenvalue of the masked Gram matrix plus explicit rounding terms (never power
 iteration, which under-estimates). Training uses a cheap masked power iteration instead.
 
-**Training** (paper): GloRo loss with the per-input local bound for the ⊥ logit, ε ramped up
+**Training** (paper; the objective is in :mod:`tightlip.methods.local_lip`): GloRo loss with the per-input local bound for the ⊥ logit, ε ramped up
 linearly over the first half of training (published MNIST: 300 epochs, ramp 150, Adam lr 1e-3,
 ``ε_train = 1.75`` for evaluation at 1.58, θ initialised to 1), plus a *sparsity loss* that
 pushes varying units towards the fixed regions: for each varying unit the distance to the nearest
@@ -46,7 +46,6 @@ fixed region, ``min(hi, θ − lo)⁺``, averaged (our differentiable form; weig
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +53,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tightlip.baselines.losses import gloro_loss
+from tightlip.errors import ModelShapeError
 from tightlip.layers import Activation, Surrogate
-from tightlip.model import ModelShapeError
+from tightlip.models.registry import MODEL_KINDS
 from tightlip.norms import (
     UNIT_ROUNDOFF_F64,
     NormName,
@@ -65,9 +64,9 @@ from tightlip.norms import (
     parse_norm,
     vector_norm,
 )
-from tightlip.training import Objective, TrainConfig
 
 INTERVAL_SLACK = 1e-9
+LOCAL_LIP_THRESHOLD_INIT = 1.0
 
 
 class ClippedReLU(Activation):
@@ -416,90 +415,11 @@ def certify_local(
     return {"certified_accuracy": accuracy, "certified_mask": masks, "mean_local_backbone": means}
 
 
-# --------------------------------------------------------------------------------------------
-# training objective
-# --------------------------------------------------------------------------------------------
-
-
-class LocalLipObjective(Objective):
-    """GloRo loss with the per-input local bound, ε ramp and sparsity loss (module docstring).
-
-    The ε schedule is per epoch: the training loop calls ``objective.train()`` once at the
-    start of every epoch, which advances the persistent counter ``epochs_started`` (saved in
-    checkpoints, so a resumed run continues the same schedule). ε at epoch e (1-based) is
-    ``ε_train · min(1, e / ramp_epochs)`` with ``ramp_epochs = ⌈ramp_fraction · epochs⌉``.
-    ``start_u{k}`` are persistent start vectors for the masked power iteration, refreshed by one
-    unmasked power step per batch (the paper keeps one vector per training example instead).
-    """
-
-    def __init__(
-        self,
-        model: LocalLipMLP,
-        config: TrainConfig,
-        *,
-        sparsity_weight: float = 0.01,
-        ramp_fraction: float = 0.5,
-        iterations: int = 5,
-    ) -> None:
-        super().__init__()
-        self.config = config
-        self.sparsity_weight = sparsity_weight
-        self.ramp_epochs = max(1, math.ceil(ramp_fraction * config.epochs))
-        self.iterations = iterations
-        self.register_buffer("epochs_started", torch.zeros((), dtype=torch.int64))
-        generator = torch.Generator().manual_seed(config.seed)
-        for k, linear in enumerate(model.linears()[:-1]):
-            start = torch.randn(linear.weight.shape[1], generator=generator)
-            self.register_buffer(f"start_u{k}", start / start.norm())
-
-    def train(self, mode: bool = True) -> LocalLipObjective:
-        if mode:
-            self.epochs_started += 1
-        return super().train(mode)
-
-    def epsilon(self) -> float:
-        epoch = max(1, int(self.epochs_started))
-        return self.config.margin_epsilon * min(1.0, epoch / self.ramp_epochs)
-
-    def forward(  # type: ignore[override]
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        assert isinstance(model, LocalLipMLP)
-        linears = model.linears()
-        starts = []
-        with torch.no_grad():
-            for k, linear in enumerate(linears[:-1]):
-                u = getattr(self, f"start_u{k}")
-                v = linear.weight @ u
-                u = linear.weight.T @ (v / v.norm().clamp_min(1e-12))
-                u = u / u.norm().clamp_min(1e-12)
-                getattr(self, f"start_u{k}").copy_(u)
-                starts.append(u)
-        eps = self.epsilon()
-        bounds = local_bounds(
-            model,
-            x,
-            eps,
-            self.config.norm,
-            certified=False,
-            starts=starts,
-            iterations=self.iterations,
-        )
-        logits = bounds.logits
-        loss = gloro_loss(
-            logits,
-            y,
-            linears[-1].weight,
-            bounds.backbone,
-            eps,
-            self.config.norm,
-            input_mask=bounds.last_mask,
-        )
-        if bounds.sparsity is not None and self.sparsity_weight > 0:
-            loss = loss + self.sparsity_weight * bounds.sparsity
-        accuracy = (logits.argmax(dim=-1) == y).float().mean()
-        return loss, {
-            "acc": float(accuracy),
-            "bound": float(bounds.backbone.detach().mean()),
-            "epsilon": eps,
-        }
+@MODEL_KINDS.register("local-lip")
+def build_local_lip(arguments: dict[str, Any]) -> nn.Module:
+    return LocalLipMLP(
+        int(arguments.get("input_dim", 784)),
+        tuple(arguments.get("widths", (512, 512))),
+        int(arguments.get("num_classes", 10)),
+        init=float(arguments.get("init", LOCAL_LIP_THRESHOLD_INIT)),
+    )

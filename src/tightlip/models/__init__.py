@@ -1,0 +1,21 @@
+"""Network families: tightlip's MLP and the baselines' models, each a registered model kind.
+
+========== ======================================================================
+mlp        bias-free Linear + polyactivations (:mod:`tightlip.model`)
+sandwich   Sandwich layers, Lip ≤ γ by construction (:mod:`.sandwich`)
+local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`)
+plain      ReLU MLP (:mod:`.standard`)
+specnorm   spectrally normalised ReLU MLP (:mod:`.standard`)
+orthogonal orthogonal weights + MaxMin (:mod:`.standard`)
+========== ======================================================================
+
+Importing this package registers every kind in :data:`MODEL_KINDS`.
+"""
+
+from tightlip.models import local_lip, mlp, sandwich, standard  # noqa: F401  (registration)
+from tightlip.models.local_lip import LocalLipMLP
+from tightlip.models.registry import MODEL_KINDS, build_from_description
+from tightlip.models.sandwich import SandwichMLP
+from tightlip.models.standard import BaselineMLP
+
+__all__ = ["MODEL_KINDS", "BaselineMLP", "LocalLipMLP", "SandwichMLP", "build_from_description"]
