@@ -33,13 +33,13 @@ import argparse
 import json
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import git_commit
 
 from tightlip.data import load_mnist_splits
 from tightlip.eval.certify import radius_key
@@ -250,15 +250,6 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
     lines += [f"- **{name}**: {text}" for name, text in deviations().items()]
     lines.append("")
     path.write_text("\n".join(lines))
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

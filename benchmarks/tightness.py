@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from provenance import git_commit
 
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import evaluate, load_data
@@ -71,15 +71,6 @@ ROWS: list[Row] = [
         {},
     ),
 ]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

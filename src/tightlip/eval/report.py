@@ -7,10 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 METRICS_SCHEMA = "tightlip-metrics/1"
 REQUIRED_KEYS = (
@@ -78,9 +76,8 @@ def write_report(out_dir: Path, metrics: dict[str, Any], plot_name: str = "certi
         f"{metrics.get('pgd', {}).get('restarts', '?')} restarts). "
         "No certified point was broken by the attack (the run fails otherwise).",
         "",
-        "The upper bound is the sound trivial bound (float64, certified operator norms); the "
-        "lower bound is the largest Jacobian norm ‖J_f(x)‖ found by gradient ascent, so the "
-        "true Lipschitz constant lies between them.",
+        f"The upper bound is {_describe_upper(metrics)}; the lower bound is "
+        f"{_describe_lower(metrics)}, so the true Lipschitz constant lies between them.",
         "",
         f"![certified accuracy against radius]({plot_name})",
         "",
@@ -93,12 +90,30 @@ def write_report(out_dir: Path, metrics: dict[str, Any], plot_name: str = "certi
     return path
 
 
+def _describe_upper(metrics: dict[str, Any]) -> str:
+    method = metrics.get("upper_certificate", {}).get("method", "trivial")
+    if method == "trivial":
+        return "the sound trivial bound (float64, certified operator norms)"
+    if method.endswith("-bound"):
+        return f"the {method[: -len('-bound')]} network's bound by construction (certified in float64)"
+    return f"the sound {method} bound (float64)"
+
+
+def _describe_lower(metrics: dict[str, Any]) -> str:
+    method = metrics.get("lower_certificate", {}).get("method", "gradient")
+    if method == "gradient":
+        return "the largest Jacobian norm ‖J_f(x)‖ found by gradient ascent (a witness)"
+    return f"the {method} lower bound"
+
+
 def plot_certified_curve(
     out_dir: Path, metrics: dict[str, Any], name: str = "certified.png"
 ) -> Path:
     """Certified accuracy against radius, both certificates, with PGD accuracy as points."""
     curve = metrics.get("radius_curve", {})
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)  # render off-screen, without touching pyplot's global backend
+    ax = fig.subplots()
     radii = curve.get("radii", [])
     for method, style in (("global", "--"), ("last_layer", "-"), ("local", ":")):
         if method in curve:
@@ -121,5 +136,4 @@ def plot_certified_curve(
     fig.tight_layout()
     path = Path(out_dir) / name
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

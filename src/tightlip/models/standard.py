@@ -6,11 +6,11 @@
 * ``specnorm``: spectral normalisation (Miyato et al., ICLR 2018) through
   ``torch.nn.utils.parametrizations.spectral_norm``: every weight is divided by a power-iteration
   estimate σ̂ of its spectral norm, so ``‖W/σ̂‖₂ ≈ 1``. Power iteration under-estimates σ
-  (BRIEF §9), so the certificate never trusts "1": it is the trivial bound recomputed soundly
+  (it converges from below), so the certificate never trusts "1": it is the trivial bound recomputed soundly
   (float64 SVD with margin) from the *actual* normalised weights.
 * ``orthogonal``: ``torch.nn.utils.parametrizations.orthogonal`` weights (orthonormal rows or
   columns, ‖W‖₂ = 1) with MaxMin / GroupSort-2 activations (Anil, Lucas & Grosse, ICML 2019),
-  the "FC 3-layer" orthogonal MLP of BRIEF §8 (LConvNet / BCOP, Li et al., NeurIPS 2019).
+  the "FC 3-layer" orthogonal MLP of Li et al. (LConvNet / BCOP, NeurIPS 2019).
   Certified by the trivial bound of the actual weights (≈ 1 up to rounding).
 
 All three expose ``chain_steps()`` so every verifier applies, and are rebuilt from checkpoints
