@@ -45,9 +45,8 @@ as far as the LP tolerances go, which is why the certificate is not marked ``sou
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -57,8 +56,8 @@ from scipy.optimize import linprog
 from tightlip.bounds.registry import register_lower
 from tightlip.certificate import Certificate
 from tightlip.errors import MethodNotApplicableError
-from tightlip.layers import Abs, Activation, CReLU, GroupSort, ReLU
-from tightlip.model import ActivationStep, AffineStep, LayerChain
+from tightlip.layers.pieces import Choice, Constraint, Pieces
+from tightlip.model import ActivationStep, LayerChain
 from tightlip.norms import NormName, operator_norm, parse_norm
 
 #: constraints whose gradient is below this (relative to the layer's scale) are constants
@@ -96,106 +95,56 @@ class RegionEnumeration:
 
 
 # --------------------------------------------------------------------------------------------
-# Per-activation descriptions: the choices of one decision unit and the linear map they induce
+# The enumeration (each activation states its pieces: tightlip.layers.Pieces)
 # --------------------------------------------------------------------------------------------
 
 
-def _decision_units(act: Activation, width: int) -> tuple[int, list[tuple[int, ...]]]:
-    """``(unit size, choices)``: each unit covers ``size`` pre-activations and picks one choice.
+@dataclass(frozen=True)
+class _Layer:
+    """Hidden layer ``index`` under a fixed prefix: pre-activations ``z = a x + c``."""
 
-    Sign-type activations (ReLU, Abs, CReLU): units of size 1, choices ``(+1,)`` and ``(−1,)``.
-    GroupSort(g): units are the groups; a choice is the permutation listing the group's
-    entries from largest to smallest.
+    index: int
+    a: np.ndarray
+    c: np.ndarray
+    pieces: Pieces
+    #: the size of the layer's coefficients, for deciding which constraints are constant
+    scale: float
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """A pattern prefix and its polyhedron ``{x : rows x + offsets > 0}``.
+
+    ``witness`` is an interior point whose slack is at least ``margin``; ``patterns`` holds the
+    choices of the finished layers, ``current`` those made so far in the current layer.
     """
-    if isinstance(act, GroupSort):
-        g = act.group_size
-        if width % g:
-            raise MethodNotApplicableError(
-                f"GroupSort({g}) after a layer of width {width}: not divisible"
-            )
-        return g, list(itertools.permutations(range(g)))
-    if isinstance(act, ReLU | Abs | CReLU):
-        return 1, [(1,), (-1,)]
-    raise MethodNotApplicableError(
-        f"exact_regions handles ReLU, Abs, CReLU and GroupSort/MaxMin activations, not "
-        f"{type(act).__name__}"
-    )
 
-
-def _choice_constraints(
-    act: Activation, a: np.ndarray, c: np.ndarray, choice: tuple[int, ...]
-) -> list[tuple[np.ndarray, float]]:
-    """Rows ``(g, h)`` with ``g·x + h > 0`` that define ``choice`` for the unit ``z = a x + c``.
-
-    ``a`` has one row per pre-activation of the unit.
-    """
-    if isinstance(act, GroupSort):
-        return [
-            (a[choice[t]] - a[choice[t + 1]], float(c[choice[t]] - c[choice[t + 1]]))
-            for t in range(len(choice) - 1)
-        ]
-    sign = choice[0]
-    return [(sign * a[0], float(sign * c[0]))]
-
-
-def _pattern_matrix(act: Activation, pattern: list[tuple[int, ...]], width: int) -> np.ndarray:
-    """``M`` with ``σ(z) = M z`` on the region of ``pattern`` (one choice per unit)."""
-    if isinstance(act, GroupSort):
-        g = act.group_size
-        m = np.zeros((width, width))
-        for unit, order in enumerate(pattern):
-            for rank, index in enumerate(order):
-                m[unit * g + rank, unit * g + index] = 1.0
-        return m
-    signs = np.array([choice[0] for choice in pattern], dtype=np.float64)
-    if isinstance(act, ReLU):
-        return np.diag((signs > 0).astype(np.float64))
-    if isinstance(act, Abs):
-        return np.diag(signs)
-    # CReLU: (relu z, relu −z) = ([z > 0] z, −[z < 0] z)
-    return np.vstack([np.diag((signs > 0).astype(np.float64)), -np.diag((signs < 0) * 1.0)])
-
-
-def _observed_pattern(act: Activation, z: np.ndarray) -> list[tuple[int, ...]] | None:
-    """The pattern of pre-activations ``z``, or ``None`` if some unit is on a boundary."""
-    if isinstance(act, GroupSort):
-        g = act.group_size
-        result = []
-        for unit in range(len(z) // g):
-            block = z[unit * g : (unit + 1) * g]
-            order = tuple(int(i) for i in np.argsort(-block, kind="stable"))
-            if np.any(np.diff(block[list(order)]) >= 0):
-                return None
-            result.append(order)
-        return result
-    if np.any(z == 0):
-        return None
-    return [(1,) if value > 0 else (-1,) for value in z]
-
-
-# --------------------------------------------------------------------------------------------
-# The enumeration
-# --------------------------------------------------------------------------------------------
+    rows: np.ndarray
+    offsets: np.ndarray
+    witness: np.ndarray
+    margin: float
+    patterns: tuple[tuple[Choice, ...], ...] = ()
+    current: tuple[Choice, ...] = ()
 
 
 class _Enumerator:
     def __init__(self, chain: LayerChain, tol: float, max_regions: int) -> None:
-        self.chain = chain
         self.tol = tol
         self.max_regions = max_regions
         self.n = chain.input_dim
-        self.layers: list[tuple[np.ndarray, np.ndarray, Activation | None]] = []
-        steps = list(chain.steps)
-        for index, step in enumerate(steps):
-            if isinstance(step, AffineStep):
-                nxt = steps[index + 1] if index + 1 < len(steps) else None
-                bias = (
-                    np.zeros(step.out_features)
-                    if step.bias is None
-                    else step.bias.numpy().astype(np.float64)
-                )
-                act = nxt.activation if isinstance(nxt, ActivationStep) else None
-                self.layers.append((step.weight.numpy().astype(np.float64), bias, act))
+        #: per affine step: weight, bias, and the pieces of the activation after it (None: last)
+        self.layers: list[tuple[np.ndarray, np.ndarray, Pieces | None]] = []
+        activations = chain.activation_steps
+        for index, step in enumerate(chain.affine_steps):
+            bias = (
+                np.zeros(step.out_features)
+                if step.bias is None
+                else step.bias.numpy().astype(np.float64)
+            )
+            pieces = (
+                _pieces(activations[index], step.out_features) if index < len(activations) else None
+            )
+            self.layers.append((step.weight.numpy().astype(np.float64), bias, pieces))
         self.result = RegionEnumeration()
 
     # --- LP -----------------------------------------------------------------------------------
@@ -216,140 +165,109 @@ class _Enumerator:
 
     # --- search -------------------------------------------------------------------------------
     def run(self) -> RegionEnumeration:
-        w, b, act = self.layers[0]
-        rows = np.zeros((0, self.n))
-        offsets = np.zeros(0)
-        self._layer(0, w, b, rows, offsets, np.zeros(self.n), 1.0, [])
+        w, b, _ = self.layers[0]
+        root = _Prefix(np.zeros((0, self.n)), np.zeros(0), np.zeros(self.n), 1.0)
+        self._layer(0, w, b, root)
         return self.result
 
-    def _layer(
-        self,
-        k: int,
-        a: np.ndarray,
-        c: np.ndarray,
-        rows: np.ndarray,
-        offsets: np.ndarray,
-        witness: np.ndarray,
-        margin: float,
-        patterns: list[list[tuple[int, ...]]],
-    ) -> None:
-        """Layer ``k`` has pre-activations ``z = a x + c`` on the current polyhedron."""
-        act = self.layers[k][2]
-        if act is None:  # the last affine layer: a region is complete
-            self._complete(a, witness, margin, patterns)
+    def _layer(self, k: int, a: np.ndarray, c: np.ndarray, prefix: _Prefix) -> None:
+        """Layer ``k`` has pre-activations ``z = a x + c`` on the prefix's polyhedron."""
+        pieces = self.layers[k][2]
+        if pieces is None:  # the last affine layer: a region is complete
+            self._complete(a, prefix)
             return
-        size, choices = _decision_units(act, a.shape[0])
         scale = max(1.0, float(np.abs(a).max(initial=0.0)))
-        self._unit(
-            k, act, size, choices, scale, 0, a, c, rows, offsets, witness, margin, patterns, []
-        )
+        self._unit(_Layer(k, a, c, pieces, scale), 0, prefix)
 
-    def _unit(
-        self,
-        k: int,
-        act: Activation,
-        size: int,
-        choices: list[tuple[int, ...]],
-        scale: float,
-        unit: int,
-        a: np.ndarray,
-        c: np.ndarray,
-        rows: np.ndarray,
-        offsets: np.ndarray,
-        witness: np.ndarray,
-        margin: float,
-        patterns: list[list[tuple[int, ...]]],
-        current: list[tuple[int, ...]],
-    ) -> None:
+    def _unit(self, layer: _Layer, unit: int, prefix: _Prefix) -> None:
+        """Choose the piece of decision unit ``unit`` of ``layer``, depth first."""
         self.result.nodes += 1
-        if unit * size == a.shape[0]:
-            m = _pattern_matrix(act, current, a.shape[0])
-            w_next, b_next, _ = self.layers[k + 1]
-            a_next = w_next @ (m @ a)
-            c_next = w_next @ (m @ c) + b_next
-            self._layer(k + 1, a_next, c_next, rows, offsets, witness, margin, [*patterns, current])
+        size = layer.pieces.unit_size
+        if unit * size == layer.a.shape[0]:
+            m, offset = layer.pieces.linear_map(prefix.current)
+            w_next, b_next, _ = self.layers[layer.index + 1]
+            a_next = w_next @ (m @ layer.a)
+            h = m @ layer.c if offset is None else m @ layer.c + offset
+            c_next = w_next @ h + b_next
+            done = replace(prefix, patterns=(*prefix.patterns, prefix.current), current=())
+            self._layer(layer.index + 1, a_next, c_next, done)
             return
         block = slice(unit * size, (unit + 1) * size)
-        for choice in choices:
-            new_rows, new_offsets, possible = [], [], True
-            for g, h in _choice_constraints(act, a[block], c[block], choice):
-                length = float(np.linalg.norm(g))
-                if length <= _ZERO_ROW * scale:  # constant constraint: decided by h alone
-                    if h < -_ZERO_ROW * scale:
-                        possible = False
-                        break
-                    continue
-                new_rows.append(g / length)
-                new_offsets.append(h / length)
-            if not possible:
-                continue
-            if new_rows:
-                g_new = np.array(new_rows)
-                h_new = np.array(new_offsets)
-                child_rows = np.vstack([rows, g_new])
-                child_offsets = np.concatenate([offsets, h_new])
-                slack = float((g_new @ witness + h_new).min())
-                if slack > self.tol:  # the parent's interior point already works
-                    child_witness, child_margin = witness, min(margin, slack)
-                else:
-                    child_witness, child_margin = self._interior_point(child_rows, child_offsets)
-                    if not child_margin > self.tol:
-                        continue
-            else:
-                child_rows, child_offsets = rows, offsets
-                child_witness, child_margin = witness, margin
-            self._unit(
-                k,
-                act,
-                size,
-                choices,
-                scale,
-                unit + 1,
-                a,
-                c,
-                child_rows,
-                child_offsets,
-                child_witness,
-                child_margin,
-                patterns,
-                [*current, choice],
-            )
+        for choice in layer.pieces.choices:
+            constraints = layer.pieces.constraints(unit, layer.a[block], layer.c[block], choice)
+            child = self._child(prefix, constraints, layer.scale)
+            if child is not None:
+                self._unit(layer, unit + 1, replace(child, current=(*prefix.current, choice)))
 
-    def _complete(
-        self,
-        jacobian: np.ndarray,
-        witness: np.ndarray,
-        margin: float,
-        patterns: list[list[tuple[int, ...]]],
-    ) -> None:
+    def _child(
+        self, prefix: _Prefix, constraints: list[Constraint], scale: float
+    ) -> _Prefix | None:
+        """The prefix with ``constraints`` added, or ``None`` if it has no interior."""
+        new_rows, new_offsets = [], []
+        for g, h in constraints:
+            length = float(np.linalg.norm(g))
+            if length <= _ZERO_ROW * scale:  # constant constraint: decided by h alone
+                if h < -_ZERO_ROW * scale:
+                    return None
+                continue
+            new_rows.append(g / length)
+            new_offsets.append(h / length)
+        if not new_rows:
+            return prefix
+        g_new = np.array(new_rows)
+        h_new = np.array(new_offsets)
+        rows = np.vstack([prefix.rows, g_new])
+        offsets = np.concatenate([prefix.offsets, h_new])
+        slack = float((g_new @ prefix.witness + h_new).min())
+        if slack > self.tol:  # the parent's interior point already works
+            return replace(prefix, rows=rows, offsets=offsets, margin=min(prefix.margin, slack))
+        witness, margin = self._interior_point(rows, offsets)
+        if not margin > self.tol:
+            return None
+        return replace(prefix, rows=rows, offsets=offsets, witness=witness, margin=margin)
+
+    def _complete(self, jacobian: np.ndarray, prefix: _Prefix) -> None:
         if len(self.result.regions) >= self.max_regions:
             raise MethodNotApplicableError(
-                f"exact_regions: more than {self.max_regions} linear regions; the network is "
+                f"exact-regions: more than {self.max_regions} linear regions; the network is "
                 "too large for enumeration (raise max_regions to insist)"
             )
+        patterns = prefix.patterns
         pattern = tuple(tuple(choice for unit in layer for choice in unit) for layer in patterns)
         self.result.regions.append(
             Region(
                 pattern=pattern,
                 jacobian=torch.from_numpy(jacobian.copy()),
-                witness=torch.from_numpy(witness.copy()),
-                margin=margin,
-                verified=self._verify(witness, patterns),
+                witness=torch.from_numpy(prefix.witness.copy()),
+                margin=prefix.margin,
+                verified=self._verify(prefix.witness, patterns),
             )
         )
 
-    def _verify(self, x: np.ndarray, patterns: list[list[tuple[int, ...]]]) -> bool:
+    def _verify(self, x: np.ndarray, patterns: tuple[tuple[Choice, ...], ...]) -> bool:
         """Does the network, evaluated at ``x`` in float64, show exactly this pattern?"""
         h = x
-        for k, (w, b, act) in enumerate(self.layers):
+        for k, (w, b, pieces) in enumerate(self.layers):
             z = w @ h + b
-            if act is None:
+            if pieces is None:
                 return True
-            observed = _observed_pattern(act, z)
-            if observed is None or observed != patterns[k]:
+            observed = pieces.observe(z)
+            if observed is None or tuple(observed) != patterns[k]:
                 return False
-            h = _pattern_matrix(act, observed, z.shape[0]) @ z
+            m, offset = pieces.linear_map(observed)
+            h = m @ z if offset is None else m @ z + offset
         return True
+
+
+def _pieces(step: ActivationStep, width: int) -> Pieces:
+    """The activation's linear pieces on ``width`` units (raises if it states none)."""
+    pieces = step.activation.pieces(width)
+    if pieces is None:
+        raise MethodNotApplicableError(
+            f"exact-regions needs activations that state their linear pieces; {step.name} "
+            f"({type(step.activation).__name__}) does not"
+        )
+    return pieces
 
 
 def _check_applicable(chain: LayerChain, max_input_dim: int, max_hidden_units: int) -> None:
@@ -362,22 +280,20 @@ def _check_applicable(chain: LayerChain, max_input_dim: int, max_hidden_units: i
             }
         )
         raise MethodNotApplicableError(
-            f"exact_regions needs piecewise-linear activations; this network has {', '.join(names)}"
+            f"exact-regions needs piecewise-linear activations; this network has {', '.join(names)}"
         )
     if chain.input_dim > max_input_dim:
         raise MethodNotApplicableError(
-            f"exact_regions: input dimension {chain.input_dim} exceeds max_input_dim="
+            f"exact-regions: input dimension {chain.input_dim} exceeds max_input_dim="
             f"{max_input_dim} (the number of regions grows like units^input_dim)"
         )
     hidden = 0
-    for index, step in enumerate(chain.steps):
-        if isinstance(step, ActivationStep):
-            width = chain.steps[index - 1].out_features
-            _decision_units(step.activation, width)  # raises for unsupported activations
-            hidden += width
+    for step, affine in zip(chain.activation_steps, chain.affine_steps, strict=False):
+        _pieces(step, affine.out_features)  # raises for activations without pieces
+        hidden += affine.out_features
     if hidden > max_hidden_units:
         raise MethodNotApplicableError(
-            f"exact_regions: {hidden} hidden units (pre-activations) exceed max_hidden_units="
+            f"exact-regions: {hidden} hidden units (pre-activations) exceed max_hidden_units="
             f"{max_hidden_units}; the enumeration is exponential in the number of units"
         )
 

@@ -15,65 +15,41 @@ This gives the incremental quadratic constraint (Δv − αΔz)ᵀ Λ (βΔz −
 
 :func:`to_slope_network` rewrites a :class:`~tightlip.model.LayerChain` as an *equivalent*
 slope-restricted network (same function, exactly), or raises
-:class:`~tightlip.bounds.MethodNotApplicableError` saying why none exists:
+:class:`~tightlip.errors.MethodNotApplicableError` saying why none exists. It asks each
+activation for its form ``σ(z) = C φ(R z)`` (:meth:`tightlip.layers.Activation.as_slope_network`,
+:class:`tightlip.layers.SlopeForm`) and folds ``R = [r_1 I; r_2 I; …]`` into the preceding
+weight and bias (``W ← [r_1 W; r_2 W; …]``) and ``C = [c_1 I, c_2 I, …]`` into the next weight
+(``V ← [c_1 V, c_2 V, …]``). The activations state their forms, for example:
 
-* ReLU, Tanh: elementwise with slopes in [0, 1].
-* CReLU(z) = (relu z, relu(−z)) = relu([I; −I] z): fold [I; −I] into the preceding weight,
-  ``W ← [W; −W]``, ``b ← [b; −b]``; the next weight is unchanged.
-* Abs: |z| = relu(z) + relu(−z): ``W ← [W; −W]``, ``b ← [b; −b]`` and the next weight's
-  columns are duplicated, ``V ← [V, V]``.
-* SinPair(z) = ((z + sin z)/2, (z − sin z)/2): elementwise on duplicated rows ``[W; W]``, with
-  the two scalar functions (z ± sin z)/2 whose slopes (1 ± cos z)/2 lie in [0, 1].
-* SinCos(z) = (sin z, cos z): sin and cos are slope-restricted only on [−1, 1], i.e. αβ < 0,
-  on duplicated rows. The quadratic constraints then cannot see sin² + cos² = 1, so the best
-  such certificate is the trivial bound inflated by √2 per layer: we refuse (callers fall back
-  to the trivial bound, which is tight for SinCos in ℓ2).
-* MaxMin / GroupSort are not elementwise: refused.
+* ReLU, Tanh, ClippedReLU: elementwise with slopes in [0, 1] (``R = C = I``).
+* CReLU(z) = relu([I; −I] z); Abs: |z| = [I, I] relu([I; −I] z).
+* SinPair(z) = ((z + sin z)/2, (z − sin z)/2): elementwise on duplicated rows ``[W; W]``.
+* SinCos and MaxMin / GroupSort refuse, with their reasons (SinCos's parts are
+  slope-restricted only on [−1, 1], which makes the certificate no better than the trivial
+  bound; sorting is not elementwise).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from tightlip.bounds import MethodNotApplicableError
-from tightlip.layers import Abs, CReLU, GroupSort, ReLU, SinCos, SinPair, Tanh
-from tightlip.model import ActivationStep, AffineStep, LayerChain
-
-
-def _relu(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0.0)
-
-
-def _sinpair_plus(z: np.ndarray) -> np.ndarray:
-    return (z + np.sin(z)) / 2
-
-
-def _sinpair_minus(z: np.ndarray) -> np.ndarray:
-    return (z - np.sin(z)) / 2
-
-
-#: the scalar functions a slope-restricted layer may apply, by name
-SCALAR_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "relu": _relu,
-    "tanh": np.tanh,
-    "sinpair_plus": _sinpair_plus,
-    "sinpair_minus": _sinpair_minus,
-}
+from tightlip.errors import MethodNotApplicableError
+from tightlip.layers import ScalarPiece
+from tightlip.model import AffineStep, LayerChain
 
 
 @dataclass(frozen=True)
 class SlopeLayer:
     """An elementwise activation with slopes in ``[alpha, beta]``.
 
-    ``pieces`` lists consecutive blocks of units as ``(scalar function name, count)``.
+    ``pieces`` lists consecutive blocks of units, each applying one scalar function.
     """
 
     alpha: float
     beta: float
-    pieces: tuple[tuple[str, int], ...]
+    pieces: tuple[ScalarPiece, ...]
     name: str = "activation"
     #: ``> 0`` when units ``j`` and ``j + negated_pairs`` have pre-activations ``z`` and ``−z``
     #: (the CReLU/Abs conversion): exactly one of the two is active at every point
@@ -81,18 +57,24 @@ class SlopeLayer:
 
     @property
     def width(self) -> int:
-        return sum(count for _, count in self.pieces)
+        return sum(piece.count for piece in self.pieces)
 
     @property
     def piecewise_linear(self) -> bool:
-        return all(kind == "relu" for kind, _ in self.pieces)
+        return all(piece.piecewise_linear for piece in self.pieces)
+
+    @property
+    def relu_only(self) -> bool:
+        """Every unit applies ``max(z, 0)`` (what the MILP encodes)."""
+        return all(piece.name == "relu" for piece in self.pieces)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         out = np.empty_like(z)
         start = 0
-        for kind, count in self.pieces:
-            out[..., start : start + count] = SCALAR_FUNCTIONS[kind](z[..., start : start + count])
-            start += count
+        for piece in self.pieces:
+            block = slice(start, start + piece.count)
+            out[..., block] = piece.function(z[..., block])
+            start += piece.count
         return out
 
 
@@ -134,6 +116,10 @@ class SlopeNetwork:
     def piecewise_linear(self) -> bool:
         return all(a.piecewise_linear for a in self.activations)
 
+    @property
+    def relu_only(self) -> bool:
+        return all(a.relu_only for a in self.activations)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Evaluate on a batch ``(B, input_dim)`` in float64 (used to test equivalence)."""
         h = np.asarray(x, dtype=np.float64)
@@ -159,77 +145,46 @@ class SlopeNetwork:
                 )
 
 
-_ELEMENTWISE_NEEDED = "needs slope-restricted elementwise activations"
-
-
 def to_slope_network(chain: LayerChain, method: str = "slope-restriction methods") -> SlopeNetwork:
     """Rewrite ``chain`` as an equivalent :class:`SlopeNetwork` (see the module docstring).
 
     ``method`` names the caller in error messages. Raises ``MethodNotApplicableError`` for
-    activations without an elementwise slope-restricted equivalent (MaxMin/GroupSort, SinCos,
-    unknown activations).
+    activations without a slope-restricted form (their own reason is quoted).
     """
-    weights: list[np.ndarray] = []
-    biases: list[np.ndarray | None] = []
-    names: list[str] = []
-    for step in chain.affine_steps:
-        weights.append(step.weight.numpy().astype(np.float64, copy=True))
-        biases.append(None if step.bias is None else step.bias.numpy().astype(np.float64))
-        names.append(step.name)
-
+    affine = chain.affine_steps
+    weights = [step.weight.numpy().astype(np.float64, copy=True) for step in affine]
+    biases = [_bias(step) for step in affine]
     layers: list[SlopeLayer] = []
     notes: list[str] = []
-    activation_index = 0
-    for step in chain.steps:
-        if isinstance(step, AffineStep):
-            continue
-        assert isinstance(step, ActivationStep)
-        i = activation_index
-        activation_index += 1
-        act = step.activation
-        w, b = weights[i], biases[i]
-        d = w.shape[0]
-        if isinstance(act, GroupSort):
+    for i, step in enumerate(chain.activation_steps):
+        d = weights[i].shape[0]
+        try:
+            form = step.activation.as_slope_network(d)
+        except MethodNotApplicableError as exc:
             raise MethodNotApplicableError(
-                f"{method} {_ELEMENTWISE_NEEDED}; {step.name} is {type(act).__name__}, which "
-                "sorts groups of units and has no elementwise slope-restricted equivalent"
-            )
-        if isinstance(act, SinCos):
-            raise MethodNotApplicableError(
-                f"{method} {_ELEMENTWISE_NEEDED} with sign-definite slopes; {step.name} is "
-                "SinCos (sin z, cos z), whose parts are slope-restricted only on [−1, 1]: the "
-                "quadratic constraints cannot use sin² + cos² = 1, so no equivalent "
-                "slope-restricted network gives a bound better than the trivial one"
-            )
-        if isinstance(act, ReLU | Tanh):
-            kind = "relu" if isinstance(act, ReLU) else "tanh"
-            layers.append(SlopeLayer(0.0, 1.0, ((kind, d),), step.name))
-        elif isinstance(act, CReLU | Abs):
-            weights[i] = np.concatenate([w, -w], axis=0)
-            biases[i] = None if b is None else np.concatenate([b, -b])
-            if isinstance(act, Abs):
-                v = weights[i + 1]
-                weights[i + 1] = np.concatenate([v, v], axis=1)
-                notes.append(f"{step.name}: |z| = relu(z) + relu(−z) on rows [W; −W]")
-            else:
-                notes.append(f"{step.name}: CReLU(z) = relu([I; −I] z) on rows [W; −W]")
-            layers.append(SlopeLayer(0.0, 1.0, (("relu", 2 * d),), step.name, negated_pairs=d))
-        elif isinstance(act, SinPair):
-            weights[i] = np.concatenate([w, w], axis=0)
-            biases[i] = None if b is None else np.concatenate([b, b])
-            notes.append(f"{step.name}: SinPair as (z ± sin z)/2 on rows [W; W], slopes in [0, 1]")
-            layers.append(
-                SlopeLayer(0.0, 1.0, (("sinpair_plus", d), ("sinpair_minus", d)), step.name)
-            )
-        else:
-            raise MethodNotApplicableError(
-                f"{method} {_ELEMENTWISE_NEEDED}; {step.name} is {type(act).__name__}, for "
-                "which no slope-restricted form is known"
-            )
+                f"{method} needs slope-restricted elementwise activations; {step.name} is {exc}"
+            ) from None
+        if form.width != len(form.rows) * d:
+            raise AssertionError(f"{step.name}: slope form covers {form.width} of {d} units")
+        if form.rows != (1.0,):
+            weights[i] = np.concatenate([r * weights[i] for r in form.rows], axis=0)
+            b = biases[i]
+            biases[i] = None if b is None else np.concatenate([r * b for r in form.rows])
+        if form.columns is not None:
+            v = weights[i + 1]
+            weights[i + 1] = np.concatenate([c * v for c in form.columns], axis=1)
+        if form.note:
+            notes.append(f"{step.name}: {form.note}")
+        pairs = d if form.negated_pairs else 0
+        layers.append(SlopeLayer(form.alpha, form.beta, form.pieces, step.name, pairs))
     return SlopeNetwork(
         weights=tuple(weights),
         biases=tuple(biases),
         activations=tuple(layers),
-        names=tuple(names),
+        names=tuple(step.name for step in affine),
         notes=tuple(notes),
     )
+
+
+def _bias(step: AffineStep) -> np.ndarray | None:
+    return None if step.bias is None else step.bias.numpy().astype(np.float64)

@@ -51,10 +51,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from tightlip.errors import ModelShapeError
-from tightlip.layers import Activation, Surrogate
+from tightlip.layers import ClippedReLU
 from tightlip.models.registry import MODEL_KINDS
 from tightlip.norms import (
     UNIT_ROUNDOFF_F64,
@@ -67,44 +66,6 @@ from tightlip.norms import (
 
 INTERVAL_SLACK = 1e-9
 LOCAL_LIP_THRESHOLD_INIT = 1.0
-
-
-class ClippedReLU(Activation):
-    """``σ_θ(z) = min(max(z, 0), θ⁺)`` with a learnable threshold per unit, ``θ⁺ = max(θ, 0)``.
-
-    Equals ``ReLU(z) − ReLU(z − θ⁺)``. Its Jacobian is ``diag(1[0 < z < θ⁺])`` with entries in
-    {0, 1}, so Lip = 1 in every p-norm; it is piecewise linear and saturates no norm.
-    """
-
-    piecewise_linear = True
-
-    def __init__(self, features: int, init: float = 1.0) -> None:
-        super().__init__()
-        self.features = features
-        self.threshold = nn.Parameter(torch.full((features,), float(init)))
-
-    def positive_threshold(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        theta = self.threshold.clamp_min(0.0)
-        return theta if dtype is None else theta.to(dtype)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.relu(z), self.positive_threshold(z.dtype))
-
-    def lipschitz(self, norm: NormName | str) -> float:
-        parse_norm(norm)
-        return 1.0
-
-    def smoothed(self, temperature: float) -> Surrogate:
-        beta = 1.0 / max(temperature, 1e-12)
-
-        def smooth(z: torch.Tensor) -> torch.Tensor:
-            theta = self.positive_threshold(z.dtype)
-            return F.softplus(z, beta=beta) - F.softplus(z - theta, beta=beta)
-
-        return smooth
-
-    def extra_repr(self) -> str:
-        return f"features={self.features}"
 
 
 class LocalLipMLP(nn.Sequential):
