@@ -16,13 +16,14 @@ from typing import Annotated, Any
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tightlip.bounds import upper_methods
 from tightlip.bounds.portfolio import portfolio
 from tightlip.certificate import Certificate
 from tightlip.data import DatasetError, default_fetch_dir, get_dataset, resolve_data_dir
-from tightlip.errors import BadArgumentError, CheckpointError, TightlipError
+from tightlip.errors import BadArgumentError, CheckpointError, ModelShapeError, TightlipError
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import (
     RunConfig,
@@ -48,7 +49,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
+#: results go to stdout and are never wrapped (a piped line stays one line); errors go to stderr
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: the errors a user's input can cause; everything else is a bug and keeps its traceback
 USER_ERRORS = (TightlipError,)
@@ -77,7 +80,9 @@ QuickOption = Annotated[
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    """Print ``error`` as one line on stderr (its text is never read as markup) and exit 2."""
+    message = " ".join(str(error).split())
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -294,15 +299,15 @@ def certify(
     """Certify a trained checkpoint: bounds, tightness, certified and PGD accuracy."""
     _set_threads()
     try:
-        checkpoint = load_checkpoint(ckpt)
-        config = checkpoint.config
-        norm = parse_norm(config.get("train", {}).get("norm", "2"))
-        dataset = load_data(data, quick)
         evaluation = EvalConfig(
             radii=_parse_numbers(radii, float, "radii"),
             attack_limit=attack_limit,
             lower_seconds=lower_seconds,
         )
+        checkpoint = load_checkpoint(ckpt)
+        config = checkpoint.config
+        norm = parse_norm(config.get("train", {}).get("norm", "2"))
+        dataset = load_data(data, quick)
         metrics = evaluate(
             checkpoint.model,
             norm,
@@ -340,6 +345,33 @@ def _load_any_model(path: Path, activation: str) -> LayerChain:
     return state_dict_to_chain(state, activation)
 
 
+def _lower_bound_starts(chain: LayerChain, data: Path | None) -> torch.Tensor | None:
+    """Test images as starting points of the lower-bound search, if they fit the model.
+
+    Without images the search starts from random points. Images found by themselves that do
+    not fit the model are replaced by random starts (with a note); images passed with
+    ``--data`` must fit, else :class:`ModelShapeError` names both shapes.
+    """
+    try:
+        images = load_data(data, quick=True).test_x
+    except DatasetError:
+        return None
+    features = images[0].numel()
+    if features == chain.input_dim:
+        return images
+    if data is not None:
+        raise ModelShapeError(
+            f"the images in {data} have {features} features each (shape {tuple(images.shape[1:])}) "
+            f"but the model expects {chain.input_dim} input features"
+        )
+    err_console.print(
+        f"note: the test images ({features} features) do not fit the model's "
+        f"{chain.input_dim} inputs; the lower-bound search starts from random points",
+        soft_wrap=True,
+    )
+    return None
+
+
 def _bound_table(title: str, certificates: list[Certificate], lower: Certificate) -> Table:
     table = Table(title=title)
     for column in ("method", "side", "value", "value / lower", "seconds", "sound"):
@@ -375,12 +407,11 @@ def bound(
     """Print Lipschitz bounds of a model: value, value / lower bound, seconds."""
     _set_threads()
     try:
+        if lower_seconds < 0:
+            raise BadArgumentError(f"--lower-seconds must be ≥ 0, got {lower_seconds:g}")
         norm_name = parse_norm(norm)
         chain = _load_any_model(ckpt, activation)
-        try:
-            starts = load_data(data, quick=True).test_x
-        except DatasetError:
-            starts = None
+        starts = _lower_bound_starts(chain, data)
         methods = list(upper_methods()) if method == "all" else [method]
         certificates = portfolio(
             chain,

@@ -51,7 +51,7 @@ class ModelSpec:
         object.__setattr__(self, "norm", parse_norm(self.norm))
         make_activation(self.activation)  # validates the name
         if self.input_dim < 1 or self.num_classes < 1 or any(w < 1 for w in self.widths):
-            raise ValueError(f"all layer sizes must be positive, got {self}")
+            raise ModelShapeError(f"all layer sizes must be positive, got {self}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

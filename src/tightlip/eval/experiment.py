@@ -20,12 +20,12 @@ import tightlip
 from tightlip.bounds import MethodNotApplicableError, lower_bound
 from tightlip.certificate import Certificate, tightness
 from tightlip.data import MnistData, load_mnist_splits
-from tightlip.errors import SoundnessError
+from tightlip.errors import ModelShapeError, SoundnessError
 from tightlip.eval.certify import DEFAULT_RADII, certify, radius_key
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.report import plot_certified_curve, write_metrics, write_report
 from tightlip.methods import METHODS, Method, fit
-from tightlip.model import to_chain
+from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName
 from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings
 
@@ -67,6 +67,15 @@ def best_lower_bound(
         return lower_bound(model, norm, "sampled", starts=starts[: evaluation.lower_starts])
 
 
+def check_test_inputs(chain: LayerChain, data: MnistData) -> None:
+    """Refuse test images that do not fit the model, naming both shapes, before any work."""
+    features = data.test_x[0].numel()
+    if features != chain.input_dim:
+        raise ModelShapeError(
+            f"the test images have {features} features each (shape {tuple(data.test_x.shape[1:])}) "
+            f"but the model expects {chain.input_dim} input features"
+        )
+
 
 def evaluate(
     model: nn.Module,
@@ -87,6 +96,7 @@ def evaluate(
     started = time.perf_counter()
     model.eval()
     chain = to_chain(model)
+    check_test_inputs(chain, data)
     radii = tuple(evaluation.radii or DEFAULT_RADII[norm])
     upper = chosen.certified_bound(model, norm)
     lower = best_lower_bound(model, norm, data.test_x, evaluation)
