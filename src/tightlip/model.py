@@ -9,8 +9,18 @@ affine maps and activations held in float64 on the CPU:
 ``to_chain`` accepts ``nn.Sequential`` trees of ``nn.Linear``, ``nn.Flatten``/``nn.Identity``,
 tightlip activations and ``nn.ReLU``/``nn.Tanh``, plus any module that implements
 ``chain_steps() -> list[AffineStep | ActivationStep]`` (how the baselines, e.g. Sandwich layers,
-plug in). Consecutive affine maps are merged into one (``W₂W₁``, ``W₂b₁ + b₂``), which is exact
-and never loosens a bound. Anything else raises :class:`UnsupportedLayerError` naming the layer.
+plug in). Anything else raises :class:`UnsupportedLayerError` naming the layer.
+
+The linear part of each affine step is a :class:`~tightlip.operators.LinearOperator`
+(:class:`~tightlip.operators.Dense` for an ``nn.Linear``). Consecutive affine maps are merged
+into one step, ``A₂(A₁h + b₁) + b₂ = (A₂A₁) h + (A₂b₁ + b₂)``, whose operator is the
+:class:`~tightlip.operators.Product` of the two: it is *evaluated* through its factors, and its
+dense matrix ``fl(W₂W₁)`` comes with a certified entrywise error bound (the float64 product can
+be far from the true one under cancellation, even 0 when it is not). A merged step is therefore
+not ``exact``: verifiers that read its matrix must add :meth:`LayerChain.jacobian_error_bound`
+or refuse (the bounds runner does this per method), and the trivial bound uses the operator's
+certified norm ``min(‖W₂‖‖W₁‖, ‖fl(W₂W₁)‖ + ‖E‖)``, which never loosens the bound by more than
+the rounding error.
 """
 
 from __future__ import annotations
@@ -22,9 +32,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from tightlip.errors import ModelShapeError, UnsupportedLayerError
+from tightlip.errors import MethodNotApplicableError, ModelShapeError, UnsupportedLayerError
 from tightlip.layers import Activation, Linear, as_activation, make_activation
-from tightlip.norms import NormName, parse_norm
+from tightlip.norms import (
+    NormName,
+    certified_nonnegative_norm,
+    parse_norm,
+    product_rounded_up,
+    round_up,
+)
+from tightlip.operators import Dense, LinearOperator, Product
 
 # --------------------------------------------------------------------------------------------
 # Building models from a short description
@@ -83,55 +100,94 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
 
 @dataclass(frozen=True, eq=False)
 class AffineStep:
-    """``h ↦ W h + b`` with ``W`` of shape ``(out, in)``; float64, CPU, detached."""
+    """``h ↦ A h + b``: a :class:`~tightlip.operators.LinearOperator` ``A`` and a float64 bias.
 
-    weight: torch.Tensor
+    ``operator`` may be given as a 2-D tensor (the weight ``W`` of shape ``(out, in)``), which
+    becomes a :class:`~tightlip.operators.Dense`. ``weight`` is the dense matrix; it is exact
+    unless the step is a merge of several linear layers (``exact`` is then ``False`` and
+    :meth:`weight_error` bounds its rounding error entrywise).
+    """
+
+    operator: LinearOperator
     bias: torch.Tensor | None = None
     name: str = "linear"
 
     def __post_init__(self) -> None:
-        w = self.weight.detach().to(device="cpu", dtype=torch.float64)
-        if w.ndim != 2:
-            raise ModelShapeError(f"{self.name}: weight must be 2-D, got shape {tuple(w.shape)}")
-        if not torch.isfinite(w).all():
-            raise ValueError(f"{self.name}: weight contains NaN or infinite entries")
-        object.__setattr__(self, "weight", w)
+        operator = self.operator
+        if isinstance(operator, torch.Tensor):
+            operator = Dense(operator, name=self.name)
+        elif not isinstance(operator, LinearOperator):
+            raise TypeError(f"{self.name}: expected a weight tensor or a LinearOperator")
+        object.__setattr__(self, "operator", operator)
         if self.bias is not None:
             b = self.bias.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-            if b.shape[0] != w.shape[0]:
+            if b.shape[0] != operator.out_features:
                 raise ModelShapeError(
-                    f"{self.name}: bias has {b.shape[0]} entries for {w.shape[0]} rows"
+                    f"{self.name}: bias has {b.shape[0]} entries for {operator.out_features} rows"
                 )
             if not torch.isfinite(b).all():
                 raise ValueError(f"{self.name}: bias contains NaN or infinite entries")
             object.__setattr__(self, "bias", b)
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The dense matrix ``(out, in)`` in float64 (rounded when not :attr:`exact`)."""
+        return self.operator.dense()
+
+    @property
+    def exact(self) -> bool:
+        """Whether :attr:`weight` is exactly the step's linear map."""
+        return self.operator.exact_dense
+
+    @property
     def in_features(self) -> int:
-        return self.weight.shape[1]
+        return self.operator.in_features
 
     @property
     def out_features(self) -> int:
-        return self.weight.shape[0]
+        return self.operator.out_features
 
     @property
     def has_bias(self) -> bool:
         return self.bias is not None and bool(self.bias.abs().max() > 0)
 
+    def certified_norm(self, norm: NormName) -> float:
+        """A float ``≥ ‖A‖_{p→p}`` (the operator's certified norm)."""
+        return self.operator.certified_norm(norm)
+
+    def weight_error(self) -> torch.Tensor:
+        """A non-negative matrix ``E`` with ``|weight − A| ≤ E`` entrywise (zeros if exact)."""
+        return self.operator.dense_error()
+
+    def error_bound(self, norm: NormName) -> float:
+        """A float ``≥ ‖weight − A‖_{p→p}`` (0 when :attr:`exact`)."""
+        return 0.0 if self.exact else certified_nonnegative_norm(self.weight_error(), norm)
+
+    def exact_weight(self, method: str) -> torch.Tensor:
+        """:attr:`weight`, or ``MethodNotApplicableError`` if it is only a rounded product."""
+        if not self.exact:
+            raise MethodNotApplicableError(
+                f"{method} needs the exact matrix of every layer, but {self.name} is a merge of "
+                f"consecutive linear layers whose float64 product is rounded (entrywise error up "
+                f"to {float(self.weight_error().max()):.3g}); use a method that accounts for it "
+                "(trivial, eclipse-fast, eclipse, syed-hu, lipsdp, gradient, sampled) or keep an "
+                "activation between the layers"
+            )
+        return self.weight
+
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(h.dtype)
-        out = h @ w.T
-        return out if self.bias is None else out + self.bias.to(h.dtype)
+        out = self.operator.apply(h)
+        return out if self.bias is None else out + self.bias.to(dtype=h.dtype, device=h.device)
 
     def then(self, other: AffineStep) -> AffineStep:
-        """The composition ``other ∘ self`` as one affine step."""
-        weight = other.weight @ self.weight
+        """The composition ``other ∘ self`` as one step (a :class:`Product` operator)."""
         bias = None
         if self.bias is not None:
-            bias = other.weight @ self.bias
+            bias = other.operator.apply(self.bias)
         if other.bias is not None:
             bias = other.bias if bias is None else bias + other.bias
-        return AffineStep(weight, bias, name=f"{self.name}+{other.name}")
+        operator = Product((self.operator, other.operator), name=f"{self.name}+{other.name}")
+        return AffineStep(operator, bias, name=f"{self.name}+{other.name}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,7 +249,41 @@ class LayerChain:
 
     @property
     def weights(self) -> tuple[torch.Tensor, ...]:
+        """The dense matrices (rounded for merged steps; see :attr:`exact`)."""
         return tuple(s.weight for s in self.affine_steps)
+
+    @property
+    def exact(self) -> bool:
+        """Whether every affine step's dense matrix is exact (no rounded merged product)."""
+        return all(s.exact for s in self.affine_steps)
+
+    def jacobian_error_bound(self, norm: NormName) -> float:
+        """A float ``≥ ‖J(x) − Ĵ(x)‖_{p→p}`` for every ``x``; 0 when the chain is :attr:`exact`.
+
+        ``J(x) = W_L D_{L−1} W_{L−1} ⋯ D_1 W_1`` is the Jacobian of the network, with ``D_j``
+        the activation Jacobians (``‖D_j‖_p ≤ Lip_p(σ_j)``), and ``Ĵ(x)`` the same product with
+        the dense matrices ``Ŵ_i = weight`` in place of ``W_i`` and the *same* ``D_j``.
+        Telescoping, ``J − Ĵ = Σ_k Ŵ_L D ⋯ (W_k − Ŵ_k) ⋯ D W_1``, so with ``e_i ≥ ‖W_i − Ŵ_i‖``
+        and ``c_i = ‖W_i‖_cert + e_i ≥ max(‖W_i‖, ‖Ŵ_i‖)``
+
+            ‖J − Ĵ‖ ≤ Σ_k e_k ∏_{i≠k} c_i ∏_j Lip_p(σ_j).
+
+        A verifier whose bound holds for every ``Ŵ_L Λ ⋯ Λ Ŵ_1`` with ``Λ`` in its class of
+        activation Jacobians (the trivial bound, the slope-restricted SDP methods) stays sound
+        for the true network when this is added to its value.
+        """
+        if self.exact:
+            return 0.0
+        errors = [s.error_bound(norm) for s in self.affine_steps]
+        steps = zip(self.affine_steps, errors, strict=True)
+        sizes = [round_up(s.certified_norm(norm) + e) for s, e in steps]
+        lipschitz = product_rounded_up(s.activation.lipschitz(norm) for s in self.activation_steps)
+        total = 0.0
+        for k, error in enumerate(errors):
+            if error > 0:
+                others = product_rounded_up(c for i, c in enumerate(sizes) if i != k)
+                total = round_up(total + round_up(error * others))
+        return round_up(total * lipschitz)
 
     @property
     def input_dim(self) -> int:

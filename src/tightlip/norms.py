@@ -19,15 +19,22 @@ matrix whose entries are the given floats:
   by that factor, and float32 → float64 conversion is exact.
 * ℓ2: LAPACK's SVD is backward stable: each computed singular value satisfies
   ``|σ̂ − σ| ≤ c·max(m, n)·u·σ_max`` for a small constant ``c`` (Demmel & Kahan 1990;
-  LAPACK Users' Guide §4.9). We take ``c = 64`` as a generous constant and inflate by
-  ``1 + 64·max(m,n)·u``. Power iteration is *never* used for a certificate: it converges from
-  below and under-estimates (BRIEF §9 measured 1.2–1.4 % on rectangular layers).
+  LAPACK Users' Guide §4.9). We take ``c = SVD_MARGIN = 64`` as a generous constant and
+  inflate by ``1 + 64·max(m,n)·u``. Power iteration is *never* used for a certificate: it
+  converges from below and under-estimates (1.2–1.4 % measured on rectangular layers).
+* a non-negative matrix ``E`` (an entrywise error bound): ``‖E‖₂ ≤ √(‖E‖₁ ‖E‖_∞)`` (Schur's
+  test; Higham, *Accuracy and Stability*, §6.3), which needs no SVD.
+
+The constants of that error model live here and only here: :data:`UNIT_ROUNDOFF` (``u``),
+:func:`gamma` (``γ_n``) and :data:`SVD_MARGIN` (``c``). The per-norm facts (which axis an
+ℓ1 / ℓ∞ operator norm sums over, the dual exponent, the margin constant) are small tables, so
+code elsewhere asks :func:`abs_sum_axis` or :func:`dual_norm` instead of comparing strings.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -38,7 +45,41 @@ from tightlip.errors import NormError
 NormName = Literal["1", "2", "inf"]
 NORMS: tuple[NormName, ...] = ("1", "2", "inf")
 
-UNIT_ROUNDOFF_F64 = 2.0**-53
+#: ``u``, the unit roundoff of float64 (round to nearest): ``fl(x ∘ y) = (x ∘ y)(1 + δ), |δ| ≤ u``
+UNIT_ROUNDOFF = 2.0**-53
+UNIT_ROUNDOFF_F64 = UNIT_ROUNDOFF  # the older name, kept for importers
+#: the smallest positive float64 (a subnormal): the absolute error of one product that underflows
+#: is at most half of it (Higham, §2.1)
+SMALLEST_SUBNORMAL = 2.0**-1074
+#: ``c`` in the SVD error bound ``|σ̂ − σ| ≤ c · max(m, n) · u · σ_max`` (module docstring)
+SVD_MARGIN = 64.0
+
+#: for ℓ1 / ℓ∞, the axis of ``|W|`` that the induced norm sums over before taking the max
+_ABS_SUM_AXIS: dict[str, int] = {"1": 0, "inf": 1}
+
+
+def gamma(n: int) -> float:
+    """``γ_n = n u / (1 − n u)`` rounded up (Higham, *Accuracy and Stability*, Lemma 3.1).
+
+    A sum of ``n`` products, or a product of ``n + 1`` factors, computed in float64 has relative
+    error at most ``γ_n`` (barring underflow).
+    """
+    nu = n * UNIT_ROUNDOFF
+    if not 0.0 <= nu < 0.5:
+        raise ValueError(f"gamma({n}): n·u must be in [0, 1/2)")
+    return round_up(round_up(nu) / (1.0 - nu))
+
+
+def svd_inflation(rows: int, cols: int) -> float:
+    """``1 + c · max(m, n) · u``, the factor that makes a computed ``σ_max`` an upper bound."""
+    return 1.0 + SVD_MARGIN * max(rows, cols) * UNIT_ROUNDOFF
+
+
+def abs_sum_axis(norm: NormName) -> int:
+    """The axis of ``|W|`` that ``‖W‖_{p→p}`` sums over: 0 (columns) for ℓ1, 1 (rows) for ℓ∞."""
+    if norm not in _ABS_SUM_AXIS:
+        raise NormError(f"the ℓ{norm} operator norm is not a maximum of absolute sums")
+    return _ABS_SUM_AXIS[norm]
 
 
 def parse_norm(norm: str | int | float) -> NormName:
@@ -73,19 +114,28 @@ def class_pair_distances(
     labels: torch.Tensor,
     norm: NormName,
     input_mask: torch.Tensor | None = None,
+    weight_error: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``‖w_y − w_j‖_q`` for every example and class ``j`` (``q`` dual to ``p``), shape ``(B, C)``.
 
     ``w_k`` are the rows of the last weight ``(C, h)``. Over an input ball whose backbone
     features move by at most ``δ`` in ℓp, the logit gap ``z_y − z_j`` moves by at most
-    ``‖w_y − w_j‖_q · δ`` (Hölder): the last-layer-exact certificate of certify.py and the
-    GloRo-style losses. ``input_mask`` ``(B, h)`` (0/1) drops features that are constant over
-    the ball (local bounds).
+    ``‖w_y − w_j‖_q · δ`` (Hölder): the last-layer-exact certificate and the GloRo-style
+    losses. ``input_mask`` ``(B, h)`` (0/1) drops features that are constant over the ball
+    (local bounds). ``weight_error`` ``(C, h)``, an entrywise bound ``|last_weight − W| ≤ E`` on
+    a rounded weight (a merged layer), adds ``‖e_y + e_j‖_q ≥ ‖(W − Ŵ)_y − (W − Ŵ)_j‖_q`` so
+    that the result bounds the distances of the true ``W`` (the triangle inequality).
     """
     rows = last_weight[labels][:, None, :] - last_weight[None, :, :]  # (B, C, h): w_y − w_j
     if input_mask is not None:
         rows = rows * input_mask[:, None, :]
-    return vector_norm(rows, dual_norm(norm))
+    distances = vector_norm(rows, dual_norm(norm))
+    if weight_error is None or not bool((weight_error > 0).any()):
+        return distances
+    spread = weight_error[labels][:, None, :] + weight_error[None, :, :]  # e_y + e_j ≥ 0
+    if input_mask is not None:
+        spread = spread * input_mask[:, None, :]
+    return distances + vector_norm(spread.to(distances.dtype), dual_norm(norm))
 
 
 def margin_constant(norm: NormName) -> float:
@@ -101,11 +151,19 @@ def margin_constant(norm: NormName) -> float:
 def operator_norm(weight: torch.Tensor, norm: NormName) -> float:
     """``‖W‖_{p→p}`` computed in float64 (no safety margin; see ``certified_operator_norm``)."""
     w = _as_float64_matrix(weight)
-    if norm == "1":
-        return float(w.abs().sum(dim=0).max())
-    if norm == "inf":
-        return float(w.abs().sum(dim=1).max())
-    return float(torch.linalg.matrix_norm(w, ord=2))
+    if w.numel() == 0:
+        return 0.0
+    if norm == "2":
+        return float(torch.linalg.matrix_norm(w, ord=2))
+    return float(w.abs().sum(dim=abs_sum_axis(norm)).max())
+
+
+def abs_operator_norm(weight: torch.Tensor, norm: NormName) -> float:
+    """``‖|W|‖_{p→p}`` in float64, no margin: equal to ``‖W‖`` for ℓ1 / ℓ∞, ``≥ ‖W‖₂`` for ℓ2.
+
+    ``‖|W|‖_p`` bounds how entrywise errors ``|ΔW| ≤ ε|W|`` propagate (Higham, §6.2).
+    """
+    return operator_norm(_as_float64_matrix(weight).abs(), norm)
 
 
 @contextmanager
@@ -132,13 +190,26 @@ def certified_operator_norm(weight: torch.Tensor, norm: NormName) -> float:
 
 def _certified_operator_norm(weight: torch.Tensor, norm: NormName) -> float:
     w = _as_float64_matrix(weight)
-    rows, cols = w.shape
-    if norm in ("1", "inf"):
-        length = rows if norm == "1" else cols
-        slack = length * UNIT_ROUNDOFF_F64
-        return _round_up(operator_norm(w, norm) * (1.0 + slack / (1.0 - slack)))
-    sigma = float(torch.linalg.svdvals(w)[0]) if w.numel() else 0.0
-    return _round_up(sigma * (1.0 + 64.0 * max(rows, cols) * UNIT_ROUNDOFF_F64))
+    if norm == "2":
+        sigma = float(torch.linalg.svdvals(w)[0]) if w.numel() else 0.0
+        return round_up(sigma * svd_inflation(*w.shape))
+    length = w.shape[abs_sum_axis(norm)]
+    return round_up(operator_norm(w, norm) * (1.0 + gamma(length)))
+
+
+def certified_nonnegative_norm(matrix: torch.Tensor, norm: NormName) -> float:
+    """A float ``≥ ‖E‖_{p→p}`` for a matrix ``E ≥ 0`` entrywise, without an SVD.
+
+    ℓ1 / ℓ∞ as :func:`certified_operator_norm`; ℓ2 by Schur's test ``‖E‖₂ ≤ √(‖E‖₁ ‖E‖_∞)``.
+    Used for entrywise rounding-error bounds, whose norms need only be upper bounds.
+    """
+    e = _as_float64_matrix(matrix)
+    if bool((e < 0).any()):
+        raise ValueError("certified_nonnegative_norm needs a non-negative matrix")
+    if norm != "2":
+        return _certified_operator_norm(e, norm)
+    product = round_up(_certified_operator_norm(e, "1") * _certified_operator_norm(e, "inf"))
+    return round_up(math.sqrt(product))
 
 
 def gram_iteration_upper_bound(weight: torch.Tensor, steps: int = 6) -> float:
@@ -173,6 +244,14 @@ def _as_float64_matrix(weight: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _round_up(value: float) -> float:
-    """The next float64 above ``value`` (one more ulp of safety for the final product)."""
+def round_up(value: float) -> float:
+    """The next float64 above ``value``: ``≥`` any real that rounded to ``value``."""
     return math.nextafter(value, math.inf)
+
+
+def product_rounded_up(values: Iterable[float]) -> float:
+    """``∏ values`` (non-negative) computed so that the float result is ``≥`` the exact product."""
+    result = 1.0
+    for value in values:
+        result = round_up(result * float(value))
+    return result

@@ -11,6 +11,19 @@ The runner (:func:`upper_bound`, :func:`lower_bound`) converts the model with
 :func:`~tightlip.model.to_chain`, parses the norm, times the call and fills in the certificate's
 ``seconds`` and its registered ``method`` name, so a method never reports its own timing.
 
+Merged layers. A chain whose consecutive linear layers were merged holds *rounded* dense
+matrices (:attr:`~tightlip.model.LayerChain.exact` is ``False``). Each method declares at
+registration how it stays sound on such a chain (``dense_error``):
+
+* ``"included"``: the method accounts for it itself (the trivial bound multiplies certified
+  operator norms; the witness lower bounds deflate by the chain's Jacobian error);
+* ``"add"`` (the default for upper bounds): the method's bound holds for every product
+  ``Ŵ_L Λ ⋯ Λ Ŵ_1`` with ``Λ`` in its class of activation Jacobians (slope-restricted SDP
+  methods), so the runner adds :meth:`~tightlip.model.LayerChain.jacobian_error_bound`;
+* ``"refuse"`` (the default for lower bounds): exact methods (region enumeration, MILP) read the
+  activation pattern of the rounded network, which the error cannot be added to; the runner
+  raises :class:`~tightlip.errors.MethodNotApplicableError`.
+
 Method modules import this module, never the package ``tightlip.bounds``: the package imports
 them to register them, so importing it back from them would be a cycle.
 """
@@ -19,36 +32,61 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from torch import nn
 
 from tightlip.certificate import Certificate
 from tightlip.model import LayerChain, to_chain
-from tightlip.norms import NormName, parse_norm
+from tightlip.norms import NormName, parse_norm, round_up
 from tightlip.registry import Registry
 
 BoundMethod = Callable[..., Certificate]
+DenseErrorPolicy = Literal["included", "add", "refuse"]
+
+
+@dataclass(frozen=True)
+class BoundMethodEntry:
+    """A registered method and how it stays sound on merged layers (module docstring)."""
+
+    run: BoundMethod
+    dense_error: DenseErrorPolicy
+
 
 #: upper-bound methods: certificates never below the true Lipschitz constant
-UPPER_BOUNDS: Registry[BoundMethod] = Registry("upper-bound method")
+UPPER_BOUNDS: Registry[BoundMethodEntry] = Registry("upper-bound method")
 #: lower-bound methods: certificates never above it (or exact values)
-LOWER_BOUNDS: Registry[BoundMethod] = Registry("lower-bound method")
+LOWER_BOUNDS: Registry[BoundMethodEntry] = Registry("lower-bound method")
 
 
 def register_upper(
-    name: str, *, aliases: Iterable[str] = ()
+    name: str, *, aliases: Iterable[str] = (), dense_error: DenseErrorPolicy = "add"
 ) -> Callable[[BoundMethod], BoundMethod]:
     """Decorator: register an upper-bound method under ``name`` (lower case, hyphens)."""
-    return UPPER_BOUNDS.register(name, aliases=aliases)
+    return _register(UPPER_BOUNDS, name, aliases, dense_error)
 
 
 def register_lower(
-    name: str, *, aliases: Iterable[str] = ()
+    name: str, *, aliases: Iterable[str] = (), dense_error: DenseErrorPolicy = "refuse"
 ) -> Callable[[BoundMethod], BoundMethod]:
     """Decorator: register a lower-bound (or exact) method under ``name``."""
-    return LOWER_BOUNDS.register(name, aliases=aliases)
+    if dense_error == "add":
+        raise ValueError("adding the dense error to a lower bound would make it unsound")
+    return _register(LOWER_BOUNDS, name, aliases, dense_error)
+
+
+def _register(
+    registry: Registry[BoundMethodEntry],
+    name: str,
+    aliases: Iterable[str],
+    dense_error: DenseErrorPolicy,
+) -> Callable[[BoundMethod], BoundMethod]:
+    def decorate(fn: BoundMethod) -> BoundMethod:
+        registry.register(name, BoundMethodEntry(fn, dense_error), aliases=aliases)
+        return fn
+
+    return decorate
 
 
 def upper_methods() -> tuple[str, ...]:
@@ -86,16 +124,38 @@ def lower_bound(
 
 
 def run_method(
-    registry: Registry[BoundMethod],
+    registry: Registry[BoundMethodEntry],
     model: nn.Module | LayerChain,
     norm: NormName | str,
     method: str,
     options: dict[str, Any],
 ) -> Certificate:
-    """Resolve ``method``, run it on ``to_chain(model)``, and stamp its name and wall time."""
+    """Resolve ``method``, run it on ``to_chain(model)``, and stamp its name and wall time.
+
+    On a chain with merged layers the method's ``dense_error`` policy is applied (module
+    docstring).
+    """
     name = registry.resolve(method)
+    entry = registry.get(name)
     chain = to_chain(model)
     norm_name = parse_norm(norm)
     start = time.perf_counter()
-    certificate = registry.get(name)(chain, norm_name, **options)
+    if not chain.exact and entry.dense_error == "refuse":
+        for step in chain.affine_steps:
+            step.exact_weight(name)  # raises MethodNotApplicableError naming the step
+    certificate = entry.run(chain, norm_name, **options)
+    if not chain.exact and entry.dense_error == "add":
+        certificate = with_dense_error(certificate, chain.jacobian_error_bound(norm_name))
     return replace(certificate, method=name, seconds=time.perf_counter() - start)
+
+
+def with_dense_error(certificate: Certificate, error: float) -> Certificate:
+    """An upper certificate raised by ``error`` (rounded up), with a note and the amount."""
+    if certificate.side != "upper":
+        raise ValueError(f"{certificate.method}: only an upper bound may be raised")
+    return replace(
+        certificate,
+        value=round_up(certificate.value + error),
+        notes=(*certificate.notes, f"+ {error:.3g} for the rounding of merged linear layers"),
+        details={**certificate.details, "merged_layer_error": error},
+    )
