@@ -57,3 +57,35 @@ def random_chain() -> ChainFactory:
 def small_chain() -> LayerChain:
     """``2 → 4 → 3 → 2`` ReLU network with biases: small enough for exact region enumeration."""
     return build_random_chain((2, 4, 3, 2), "relu", bias=True, seed=0)
+
+
+def _merged_relu_chain() -> LayerChain:
+    """``Linear → Linear → ReLU → Linear`` whose first two layers merge with cancellation."""
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(3, 2, generator=generator, dtype=torch.float64) * 2.0**20
+    c = torch.randn(3, 2, generator=generator, dtype=torch.float64) * 2.0**-30
+    b, b2 = (torch.randn(4, 3, generator=generator, dtype=torch.float64) for _ in range(2))
+    first = AffineStep(torch.cat([a, c, a]), name="fc0")
+    second = AffineStep(torch.cat([b, b2, -b], dim=1), torch.ones(4), name="fc1")
+    last = AffineStep(torch.randn(2, 4, generator=generator, dtype=torch.float64), name="fc2")
+    return LayerChain((first.then(second), ActivationStep(make_activation("relu")), last))
+
+
+#: small networks every bound method is checked on: (id, builder)
+PROTOCOL_CHAINS: dict[str, Callable[[], LayerChain]] = {
+    "relu-bias": lambda: build_random_chain((2, 4, 3, 2), "relu", bias=True, seed=1),
+    "abs": lambda: build_random_chain((3, 4, 2), "abs", bias=False, seed=2),
+    "crelu-bias": lambda: build_random_chain((2, 3, 2), "crelu", bias=True, seed=3),
+    "maxmin": lambda: build_random_chain((2, 4, 2), "maxmin", bias=True, seed=4),
+    "sincos": lambda: build_random_chain((2, 3, 2), "sincos", bias=True, seed=5),
+    "tanh-bias": lambda: build_random_chain((2, 4, 3), "tanh", bias=True, seed=6),
+    "sinpair": lambda: build_random_chain((2, 3, 2), "sinpair", bias=False, seed=7),
+    "single-layer": lambda: build_random_chain((3, 2), bias=True, seed=8),
+    "merged-relu": _merged_relu_chain,
+}
+
+
+@pytest.fixture(params=sorted(PROTOCOL_CHAINS), scope="module")
+def protocol_chain(request: pytest.FixtureRequest) -> LayerChain:
+    """Each of :data:`PROTOCOL_CHAINS` in turn (2–3 inputs, at most 8 hidden units)."""
+    return PROTOCOL_CHAINS[request.param]()
