@@ -63,10 +63,10 @@ from tightlip.bounds.slope import SlopeNetwork, to_slope_network
 from tightlip.certificate import Certificate, LayerBound
 from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
-from tightlip.norms import NormName, certified_operator_norm
+from tightlip.norms import SVD_MARGIN, UNIT_ROUNDOFF, NormName, certified_operator_norm
 
-U = 2.0**-53
-C_MARGIN = 64.0
+U = UNIT_ROUNDOFF
+C_MARGIN = SVD_MARGIN
 
 
 class NotCertifiedError(ArithmeticError):

@@ -66,9 +66,9 @@ from tightlip.bounds.slope import SlopeNetwork, to_slope_network
 from tightlip.certificate import Certificate
 from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
-from tightlip.norms import NormName
+from tightlip.norms import UNIT_ROUNDOFF, NormName, abs_sum_axis
 
-U = 2.0**-53
+U = UNIT_ROUNDOFF
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,9 +308,9 @@ def _pattern_jacobian(net: SlopeNetwork, x: np.ndarray, tau: float) -> tuple[np.
 
 
 def _norm_down(jac: np.ndarray, norm: NormName) -> float:
-    sums = np.abs(jac).sum(axis=1 if norm == "inf" else 0)
+    sums = np.abs(jac).sum(axis=abs_sum_axis(norm))
     value = float(sums.max()) if sums.size else 0.0
-    length = jac.shape[1] if norm == "inf" else jac.shape[0]
+    length = jac.shape[abs_sum_axis(norm)]
     return value * (1.0 - 4 * (length + 2 * jac.size) * U)
 
 

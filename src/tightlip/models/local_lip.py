@@ -56,6 +56,7 @@ from tightlip.errors import ModelShapeError
 from tightlip.layers import ClippedReLU
 from tightlip.models.registry import MODEL_KINDS
 from tightlip.norms import (
+    SVD_MARGIN,
     UNIT_ROUNDOFF_F64,
     NormName,
     certified_operator_norm,
@@ -142,7 +143,7 @@ def masked_norms_certified(
     inner = cols
     gamma = inner * UNIT_ROUNDOFF_F64 / (1 - inner * UNIT_ROUNDOFF_F64)
     frob2 = float((w * w).sum())
-    slack = (gamma + 64 * rows * UNIT_ROUNDOFF_F64 * (1 + gamma)) * frob2 * 1.01
+    slack = (gamma + SVD_MARGIN * rows * UNIT_ROUNDOFF_F64 * (1 + gamma)) * frob2 * 1.01
     shared = w @ w.T if col_mask is None and not transpose else None
     out = []
     for start in range(0, batch, chunk):

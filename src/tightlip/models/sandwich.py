@@ -56,7 +56,7 @@ from torch.nn import functional as F
 from tightlip.layers import ReLU
 from tightlip.model import ActivationStep, AffineStep, Step
 from tightlip.models.registry import MODEL_KINDS
-from tightlip.norms import UNIT_ROUNDOFF_F64, certified_operator_norm
+from tightlip.norms import SVD_MARGIN, UNIT_ROUNDOFF_F64, certified_operator_norm
 
 #: relative allowance per layer for float64 rounding between the parameters and the chain's
 #: matrices (products of O(width) terms: ≈ 1e-13 realistic; 1e-9 is generous)
@@ -258,7 +258,7 @@ class SandwichMLP(nn.Module):
 
 
 def _inflate(value: float) -> float:
-    slack = ROUNDING_ALLOWANCE + 64 * UNIT_ROUNDOFF_F64
+    slack = ROUNDING_ALLOWANCE + SVD_MARGIN * UNIT_ROUNDOFF_F64
     return math.nextafter(value * (1.0 + slack), math.inf)
 
 
