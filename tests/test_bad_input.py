@@ -132,3 +132,36 @@ def test_bound_with_explicit_data_of_the_wrong_shape(tmp_path) -> None:
         app, ["bound", str(tmp_path / "checkpoint"), "--data", str(data), "--lower-seconds", "1"]
     )
     assert_one_line_error(result, "784 features", "expects 16 input features")
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("whole.pt", ["whole pickled model", "state_dict()", "ONNX"]),
+        ("garbage.safetensors", ["not a readable safetensors file"]),
+        ("truncated.safetensors", ["not a readable safetensors file"]),
+    ],
+)
+def test_bound_of_unreadable_model_files(tmp_path, name, words) -> None:
+    from safetensors.torch import save_file
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    torch.save(model, tmp_path / "whole.pt")
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00garbage" * 10)
+    save_file(model.state_dict(), str(tmp_path / "full.safetensors"))
+    data = (tmp_path / "full.safetensors").read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    result = runner.invoke(app, ["bound", str(tmp_path / name), "--data", str(tmp_path)])
+    assert_one_line_error(result, *words)
+
+
+def test_certify_of_an_edited_checkpoint(tmp_path) -> None:
+    import json
+
+    _small_checkpoint(tmp_path / "checkpoint")
+    path = tmp_path / "checkpoint" / "checkpoint.json"
+    config = json.loads(path.read_text())
+    config["train"]["norm"] = "inf"
+    path.write_text(json.dumps(config))
+    result = runner.invoke(app, ["certify", str(tmp_path / "checkpoint")])
+    assert_one_line_error(result, "was edited after it was written")

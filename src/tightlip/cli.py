@@ -23,7 +23,7 @@ from tightlip.bounds import upper_methods
 from tightlip.bounds.portfolio import portfolio
 from tightlip.certificate import Certificate
 from tightlip.data import DatasetError, default_fetch_dir, get_dataset, resolve_data_dir
-from tightlip.errors import BadArgumentError, CheckpointError, ModelShapeError, TightlipError
+from tightlip.errors import BadArgumentError, ModelShapeError, TightlipError
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import (
     RunConfig,
@@ -38,7 +38,7 @@ from tightlip.methods import METHODS
 from tightlip.model import LayerChain, state_dict_to_chain, to_chain
 from tightlip.norms import parse_norm
 from tightlip.settings import PRESETS, QUICK_EPOCHS, QUICK_TRAIN_EXAMPLES, merge_settings
-from tightlip.train.checkpoint import load_checkpoint
+from tightlip.train.checkpoint import Checkpoint, load_checkpoint, read_state_dict_file
 from tightlip.train.config import TrainConfig
 from tightlip.train.losses import LOSSES
 
@@ -304,7 +304,7 @@ def certify(
             attack_limit=attack_limit,
             lower_seconds=lower_seconds,
         )
-        checkpoint = load_checkpoint(ckpt)
+        checkpoint = _load_checkpoint(ckpt)
         config = checkpoint.config
         norm = parse_norm(config.get("train", {}).get("norm", "2"))
         dataset = load_data(data, quick)
@@ -325,24 +325,19 @@ def certify(
     console.print(f"wrote {target / 'metrics.json'}")
 
 
+def _load_checkpoint(path: Path) -> Checkpoint:
+    """:func:`load_checkpoint`, printing its notes (what could not be verified) on stderr."""
+    checkpoint = load_checkpoint(path)
+    for note in checkpoint.notes:
+        err_console.print(f"note: {escape(note)}", soft_wrap=True)
+    return checkpoint
+
+
 def _load_any_model(path: Path, activation: str) -> LayerChain:
     """A tightlip checkpoint, or a plain nn.Sequential state dict (.safetensors or .pt)."""
     if path.is_dir() or path.name.startswith("checkpoint."):
-        return to_chain(load_checkpoint(path).model)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint or state dict at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is a user error
-            raise CheckpointError(f"{path} is not a readable state dict: {error}") from error
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return state_dict_to_chain(state, activation)
+        return to_chain(_load_checkpoint(path).model)
+    return state_dict_to_chain(read_state_dict_file(path), activation)
 
 
 def _lower_bound_starts(chain: LayerChain, data: Path | None) -> torch.Tensor | None:
