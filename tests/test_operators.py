@@ -144,3 +144,20 @@ def test_random_products_with_cancellation_are_bounded(
     exact = rational.product([first, second])
     for norm in NORMS:
         assert rational.norm_at_most(exact, op.certified_norm(norm), norm)
+
+
+def test_norm_tables_and_gamma() -> None:
+    from tightlip.errors import NormError
+    from tightlip.norms import UNIT_ROUNDOFF, abs_sum_axis, dual_norm, gamma, operator_norm
+
+    for n in (0, 1, 7, 10**6):
+        exact = Fraction(n) * Fraction(UNIT_ROUNDOFF) / (1 - Fraction(n) * Fraction(UNIT_ROUNDOFF))
+        assert Fraction(gamma(n)) >= exact
+    with pytest.raises(ValueError):
+        gamma(2**52)
+    w = torch.tensor([[1.0, -2.0], [3.0, 4.0], [0.0, 5.0]])
+    assert abs_sum_axis("1") == 0 and abs_sum_axis("inf") == 1
+    assert operator_norm(w, "1") == 11.0 and operator_norm(w, "inf") == 7.0
+    assert [dual_norm(p) for p in NORMS] == ["inf", "2", "1"]
+    with pytest.raises(NormError):
+        abs_sum_axis("2")
