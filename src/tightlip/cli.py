@@ -70,6 +70,18 @@ DataOption = Annotated[
         "../shared/datasets/DATASET; `tightlip data where` shows the choice)",
     ),
 ]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")]
+OverrideOption = Annotated[
+    bool,
+    typer.Option(
+        "--override",
+        help="with --resume: continue although the settings differ from the checkpoint's "
+        "(the changes are recorded in its history)",
+    ),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="replace the results and checkpoint already in OUT")
+]
 QuickOption = Annotated[
     bool,
     typer.Option(
@@ -121,6 +133,20 @@ def _print_presets() -> None:
     console.print(table)
 
 
+def check_fresh_output(out: Path, *, resume: bool, override: bool, force: bool) -> None:
+    """Refuse to replace an earlier run's checkpoint and results by accident."""
+    if override and not resume:
+        raise BadArgumentError("--override applies only with --resume")
+    if resume or force:
+        return
+    existing = [name for name in ("checkpoint", "metrics.json") if (out / name).exists()]
+    if existing:
+        raise BadArgumentError(
+            f"{out} already holds a run ({', '.join(existing)}): choose another --out, "
+            "continue it with --resume, or replace it with --force"
+        )
+
+
 def _train_and_report(
     *,
     out: Path,
@@ -130,13 +156,18 @@ def _train_and_report(
     preset: str | None,
     explicit: dict[str, Any],
     resume: bool,
+    override: bool,
+    force: bool,
     certify_after: bool = True,
 ) -> None:
     """The one implementation behind ``run`` and ``train``."""
     _set_threads()
     try:
         settings = merge_settings(method, preset, explicit, quick=quick)
-        run = RunConfig(settings=settings, out_dir=out, data_dir=data, resume=resume)
+        check_fresh_output(out, resume=resume, override=override, force=force)
+        run = RunConfig(
+            settings=settings, out_dir=out, data_dir=data, resume=resume, override=override
+        )
         if not certify_after:
             dataset = load_data(data, quick, settings.train.seed)
             _, seconds = build_and_train(run, dataset)
@@ -163,7 +194,9 @@ def run(
     widths: Annotated[str | None, typer.Option(help="hidden widths, e.g. 256,256")] = None,
     epochs: Annotated[int | None, typer.Option(help="override the preset's")] = None,
     seed: Annotated[int | None, typer.Option(help="default 0")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
+    resume: ResumeOption = False,
+    override: OverrideOption = False,
+    force: ForceOption = False,
 ) -> None:
     """The main job: train tightlip's robust MNIST model, certify it, attack it, report."""
     if preset == "list":
@@ -187,6 +220,8 @@ def run(
         preset=preset,
         explicit=explicit,
         resume=resume,
+        override=override,
+        force=force,
     )
 
 
@@ -234,7 +269,9 @@ def train(
         typer.Option(help="ℓ1/ℓ∞: relative log-sum-exp temperature of the norm (default 0 = max)"),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="default 0")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
+    resume: ResumeOption = False,
+    override: OverrideOption = False,
+    force: ForceOption = False,
     radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
     attack_limit: Annotated[
         int | None, typer.Option(help=f"examples attacked (default {_E.attack_limit})")
@@ -280,6 +317,8 @@ def train(
         preset=preset,
         explicit=explicit,
         resume=resume,
+        override=override,
+        force=force,
         certify_after=certify_after,
     )
 

@@ -38,6 +38,8 @@ class RunConfig:
     out_dir: Path = Path("runs/default")
     data_dir: Path | None = None
     resume: bool = False
+    #: with ``resume``: continue although settings differ from the checkpoint's (recorded)
+    override: bool = False
     progress: bool = True
 
 
@@ -182,6 +184,7 @@ def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
         options=settings.options,
         out_dir=run.out_dir / "checkpoint",
         resume=run.resume,
+        override=run.override,
         progress=run.progress,
     )
     return result.model, result.train_seconds

@@ -25,6 +25,7 @@ def fit(
     options: Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    override: bool = False,
     progress: bool = True,
     stop_after_epochs: int | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -32,7 +33,8 @@ def fit(
     """Train ``method`` (a name or a :class:`Method`) on ``(train_x, train_y)``.
 
     The model is built from ``spec`` seeded by ``config.seed``; ``options`` are the method's
-    own parameters (e.g. Sandwich's ``gamma``). Checkpoints go to ``out_dir`` every epoch.
+    own parameters (e.g. Sandwich's ``gamma``). Checkpoints go to ``out_dir`` every epoch;
+    ``resume``/``override`` as in :func:`tightlip.train.loop.train`.
     """
     chosen = METHODS.get(method) if isinstance(method, str) else method
     if spec.norm != config.norm:
@@ -48,6 +50,7 @@ def fit(
         config,
         out_dir=out_dir,
         resume=resume,
+        override=override,
         model_description=description,
         method=chosen.name,
         progress=progress,

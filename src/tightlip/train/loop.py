@@ -10,13 +10,21 @@ Determinism and resuming: the model is initialised from ``seed``, every epoch sh
 generator seeded by ``(seed, epoch)``, and a checkpoint (model, objective state, Adam state)
 is written after every epoch. A run resumed from epoch k therefore replays exactly the batches
 and updates of an uninterrupted run.
+
+Resuming with other settings. The settings that shape training (the method, the model
+description, every :class:`TrainConfig` field) are compared with the checkpoint's
+(:func:`settings_changes`). A resumed run with any difference is refused, naming each one,
+unless ``override=True``; then training continues with the new settings and the first epoch
+trained with them records the changes in its history entry (``"settings_changes"``), so the
+checkpoint's history says which settings applied from which epoch on.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +33,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tightlip.errors import CheckpointError, ModelShapeError
+from tightlip.errors import BadArgumentError, CheckpointError, ModelShapeError
 from tightlip.model import check_finite_parameters
 from tightlip.train.checkpoint import (
     CONFIG_FILE,
+    Checkpoint,
     load_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
@@ -57,6 +66,59 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def training_settings(
+    method: str, model_description: Mapping[str, Any], config: TrainConfig
+) -> dict[str, Any]:
+    """The settings that shape a run, flat: ``method``, ``model.<argument>``, ``train.<field>``.
+
+    Values are normalised through JSON (tuples become lists), as a checkpoint stores them; the
+    model description's ``arguments`` level is left out of the names (``model.widths``).
+    """
+    nested = {"method": method, "model": dict(model_description), "train": config.to_dict()}
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                name = prefix if key == "arguments" else f"{prefix}.{key}" if prefix else key
+                walk(name, item)
+        else:
+            flat[prefix] = value
+
+    walk("", json.loads(json.dumps(nested, default=list)))
+    return flat
+
+
+def settings_changes(
+    saved: Mapping[str, Any], current: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"from": saved value, "to": current value}}`` for every setting that differs
+    between two :func:`training_settings` (a setting present on one side only is a change)."""
+    missing = object()
+    changes: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(saved) | set(current)):
+        old, new = saved.get(name, missing), current.get(name, missing)
+        if old != new:
+            changes[name] = {
+                "from": None if old is missing else old,
+                "to": None if new is missing else new,
+            }
+    return changes
+
+
+def _describe_changes(changes: Mapping[str, Mapping[str, Any]]) -> str:
+    return "; ".join(f"{name} {c['from']!r} → {c['to']!r}" for name, c in changes.items())
+
+
+def _saved_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`training_settings` of a checkpoint's JSON."""
+    return training_settings(
+        str(config.get("method", "tightlip")),
+        config.get("model", {}),
+        TrainConfig.from_dict(config.get("train", {})),
+    )
+
+
 def train(
     model: nn.Module,
     objective: Objective,
@@ -66,6 +128,7 @@ def train(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    override: bool = False,
     model_description: dict[str, Any] | None = None,
     method: str = "tightlip",
     progress: bool = True,
@@ -74,25 +137,29 @@ def train(
 ) -> TrainResult:
     """Train ``model`` with Adam on ``objective``; checkpoint to ``out_dir`` every epoch.
 
-    ``resume=True`` continues from ``out_dir``'s checkpoint. ``stop_after_epochs`` ends the run
-    early (as if interrupted), which the resume test uses.
+    ``resume=True`` continues from ``out_dir``'s checkpoint; settings that differ from the
+    checkpoint's raise :class:`BadArgumentError` naming each, unless ``override=True``, which
+    records them in the history (module docstring). ``stop_after_epochs`` ends the run early
+    (as if interrupted), which the resume test uses.
     """
     if train_x.shape[0] != train_y.shape[0]:
         raise ModelShapeError(f"{train_x.shape[0]} inputs but {train_y.shape[0]} labels")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, history, train_seconds = 0, [], 0.0
+    changes: dict[str, dict[str, Any]] = {}
     if resume:
         if out_dir is None or not (Path(out_dir) / CONFIG_FILE).is_file():
             raise CheckpointError(f"--resume: no checkpoint in {out_dir}")
         saved = load_checkpoint(out_dir)
-        model.load_state_dict(saved.section("model"))
-        objective.load_state_dict(saved.section("objective"))
-        optimizer_tensors = {
-            k[len("optimizer.") :]: v
-            for k, v in saved.tensors.items()
-            if k.startswith("optimizer.")
-        }
-        optimizer_from_tensors(optimizer, optimizer_tensors, saved.config["optimizer"])
+        current = training_settings(method, model_description or {}, config)
+        changes = settings_changes(_saved_settings(saved.config), current)
+        if changes and not override:
+            raise BadArgumentError(
+                f"--resume: the settings differ from those of the checkpoint in {out_dir}: "
+                f"{_describe_changes(changes)}; repeat the checkpoint's settings, or pass "
+                "--override to continue with the new ones (recorded in its history)"
+            )
+        _restore(saved, model, objective, optimizer, changes)
         start_epoch = int(saved.config["epoch"])
         history = list(saved.config.get("history", []))
         train_seconds = float(saved.config.get("train_seconds", 0.0))
@@ -144,6 +211,9 @@ def train(
             "bound_estimate": totals["bound"],
             "seconds": time.perf_counter() - started,
         }
+        if changes:
+            summary["settings_changes"] = changes
+            changes = {}
         history.append(summary)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, summary)
@@ -167,3 +237,27 @@ def train(
             )
     model.eval()
     return TrainResult(model, history, train_seconds, epochs_run=len(history))
+
+
+def _restore(
+    saved: Checkpoint,
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    changes: Mapping[str, Any],
+) -> None:
+    """Load the checkpoint's model, objective and optimizer states into the new run's."""
+    optimizer_tensors = {
+        k[len("optimizer.") :]: v for k, v in saved.tensors.items() if k.startswith("optimizer.")
+    }
+    try:
+        model.load_state_dict(saved.section("model"))
+        objective.load_state_dict(saved.section("objective"))
+        optimizer_from_tensors(optimizer, optimizer_tensors, saved.config["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"--resume: the checkpoint in {saved.directory} cannot continue as this run"
+            + (f" with the changes {_describe_changes(changes)}" if changes else "")
+            + f": its tensors do not fit ({first})"
+        ) from error
