@@ -71,7 +71,13 @@ def test_runner_stamps_registered_name_and_time(small_chain) -> None:
 
 
 def test_method_names_are_hyphenated_and_old_spellings_work() -> None:
-    assert set(bounds.upper_methods()) == {"trivial", "eclipse-fast", "eclipse", "syed-hu", "lipsdp"}
+    assert set(bounds.upper_methods()) == {
+        "trivial",
+        "eclipse-fast",
+        "eclipse",
+        "syed-hu",
+        "lipsdp",
+    }
     assert set(bounds.lower_methods()) == {"gradient", "sampled", "exact-regions", "milp"}
     for old in ("eclipse_fast", "syed_hu"):
         assert old in registry.UPPER_BOUNDS

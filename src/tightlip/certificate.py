@@ -76,9 +76,7 @@ class Certificate:
     # --- serialisation -------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensor- and array-valued ``details`` (e.g. a large witness), as CPU tensors."""
-        return {
-            key: _as_tensor(value) for key, value in self.details.items() if _is_array(value)
-        }
+        return {key: _as_tensor(value) for key, value in self.details.items() if _is_array(value)}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; tensors are recorded under ``"tensors"`` (module docstring)."""
@@ -154,7 +152,9 @@ def _is_array(value: Any) -> bool:
 
 
 def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+    tensor = (
+        torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+    )
     return tensor.detach().cpu()
 
 
