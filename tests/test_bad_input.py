@@ -165,3 +165,15 @@ def test_certify_of_an_edited_checkpoint(tmp_path) -> None:
     path.write_text(json.dumps(config))
     result = runner.invoke(app, ["certify", str(tmp_path / "checkpoint")])
     assert_one_line_error(result, "was edited after it was written")
+
+
+def test_certify_output_dir_is_new_every_time(tmp_path) -> None:
+    from tightlip.cli import certify_output_dir
+
+    checkpoint = tmp_path / "run" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    first = certify_output_dir(checkpoint, None, force=False, now=0.0)
+    assert first.parent == tmp_path / "run" and first.name.startswith("certify-")
+    first.mkdir()
+    second = certify_output_dir(checkpoint, None, force=False, now=0.0)
+    assert second.name == first.name + "-1"

@@ -59,6 +59,55 @@ def test_run_quick_writes_metrics_report_and_plot(quick_run) -> None:
     assert (out / "report.md").read_text().startswith("# tightlip report")
     assert (out / "certified.png").read_bytes()[:4] == b"\x89PNG"
     assert "tightness" in output
+    # piped output is never wrapped: the paths written stay on one line
+    wrote = [line for line in output.splitlines() if line.startswith("wrote ")]
+    assert wrote == [f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'certified.png'}"]
+    report = (out / "report.md").read_text()
+    assert '"origin"' not in report and len(report.splitlines()) < 120
+
+
+CHEAP_CERTIFY = ["--quick", "--lower-seconds", "1", "--attack-limit", "20"]
+
+
+def _outputs(directory) -> dict[str, bytes]:
+    return {name: (directory / name).read_bytes() for name in ("metrics.json", "report.md", "certified.png")}
+
+
+def test_certify_writes_a_folder_of_its_own(quick_run) -> None:
+    out, _ = quick_run
+    before = _outputs(out)
+    result = runner.invoke(app, ["certify", str(out / "checkpoint"), *CHEAP_CERTIFY])
+    assert result.exit_code == 0, result.output
+    assert _outputs(out) == before
+    (folder,) = [p for p in out.iterdir() if p.name.startswith("certify-")]
+    assert f"wrote {folder / 'metrics.json'}" in result.output
+    metrics = json.loads((folder / "metrics.json").read_text())
+    config = metrics["config"]
+    assert config["checkpoint"] == str(out / "checkpoint")
+    assert config["evaluation"]["attack_limit"] == 20
+    assert not {"optimizer", "history", "tensors_sha256"} & set(config)
+    report = (folder / "report.md").read_text()
+    for word in ("param_groups", "optimizer", "history", "scalars"):
+        assert word not in report
+    assert len(report.splitlines()) < 120
+
+
+def test_certify_refuses_to_replace_results(quick_run, tmp_path) -> None:
+    out, _ = quick_run
+    before = _outputs(out)
+    into_run = runner.invoke(app, ["certify", str(out / "checkpoint"), "--out", str(out), "--force"])
+    assert into_run.exit_code == 2 and "the run that made the checkpoint" in into_run.stderr
+    assert _outputs(out) == before
+    target = tmp_path / "certified"
+    first = runner.invoke(app, ["certify", str(out / "checkpoint"), "--out", str(target), *CHEAP_CERTIFY])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["certify", str(out / "checkpoint"), "--out", str(target), *CHEAP_CERTIFY])
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    forced = runner.invoke(
+        app, ["certify", str(out / "checkpoint"), "--out", str(target), "--force", *CHEAP_CERTIFY]
+    )
+    assert forced.exit_code == 0, forced.output
 
 
 def test_certify_and_bound_commands(quick_run) -> None:

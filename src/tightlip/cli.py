@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import (
     RunConfig,
     build_and_train,
+    certify_config,
     evaluate,
     load_data,
     run_experiment,
@@ -327,15 +329,23 @@ def train(
 def certify(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint directory (or one of its files)")],
     out: Annotated[
-        Path | None, typer.Option(help="output directory (default: next to CKPT)")
+        Path | None,
+        typer.Option(help="output directory (default: a new CKPT/../certify-<time> folder)"),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace the results already in --out")
+    ] = False,
     data: DataOption = None,
     quick: QuickOption = False,
     radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
     attack_limit: int = _E.attack_limit or 0,
     lower_seconds: float = _E.lower_seconds,
 ) -> None:
-    """Certify a trained checkpoint: bounds, tightness, certified and PGD accuracy."""
+    """Certify a trained checkpoint: bounds, tightness, certified and PGD accuracy.
+
+    The results go to a folder of their own, never over those of the run that made the
+    checkpoint.
+    """
     _set_threads()
     try:
         evaluation = EvalConfig(
@@ -344,6 +354,7 @@ def certify(
             lower_seconds=lower_seconds,
         )
         checkpoint = _load_checkpoint(ckpt)
+        target = certify_output_dir(checkpoint.directory, out, force=force)
         config = checkpoint.config
         norm = parse_norm(config.get("train", {}).get("norm", "2"))
         dataset = load_data(data, quick)
@@ -354,14 +365,45 @@ def certify(
             evaluation,
             method=config.get("method", "tightlip"),
             train_seconds=float(config.get("train_seconds", 0.0)),
-            config={"checkpoint": str(checkpoint.directory), **config},
+            config=certify_config(checkpoint, evaluation, quick=quick),
         )
-        target = out or checkpoint.directory.parent
         write_outputs(target, metrics)
     except USER_ERRORS as error:
         _fail(error)
     _print_metrics(metrics)
-    console.print(f"wrote {target / 'metrics.json'}")
+    console.print(
+        f"wrote {target / 'metrics.json'}, {target / 'report.md'}, {target / 'certified.png'}"
+    )
+
+
+def certify_output_dir(
+    checkpoint_dir: Path, out: Path | None, *, force: bool, now: float | None = None
+) -> Path:
+    """Where ``certify`` writes: ``out``, or a new ``certify-<local time>`` folder beside the
+    checkpoint (a numeric suffix keeps two in the same second apart).
+
+    An ``out`` that already holds results is refused unless ``force``; the folder of the run
+    that made the checkpoint is refused even then, since its results would be replaced.
+    """
+    run_dir = checkpoint_dir.resolve().parent
+    if out is not None:
+        if (out / "metrics.json").exists():
+            if out.resolve() == run_dir:
+                raise BadArgumentError(
+                    f"{out} holds the results of the run that made the checkpoint: certify "
+                    "writes elsewhere (leave out --out for a new folder beside them)"
+                )
+            if not force:
+                raise BadArgumentError(
+                    f"{out} already holds results (metrics.json): choose another --out, or "
+                    "pass --force to replace them"
+                )
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    candidate, n = run_dir / f"certify-{stamp}", 1
+    while candidate.exists():
+        candidate, n = run_dir / f"certify-{stamp}-{n}", n + 1
+    return candidate
 
 
 def _load_checkpoint(path: Path) -> Checkpoint:

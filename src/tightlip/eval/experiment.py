@@ -28,6 +28,7 @@ from tightlip.methods import METHODS, Method, fit
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName
 from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings
+from tightlip.train.checkpoint import Checkpoint
 
 
 @dataclass
@@ -162,6 +163,25 @@ def evaluate(
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
+    }
+
+
+#: checkpoint fields that stay in the checkpoint: the optimizer's state, the per-epoch history,
+#: and the digests (the checkpoint's own ``sha256`` is recorded under its own name)
+CHECKPOINT_ONLY_FIELDS = ("optimizer", "history", "tensors_sha256", "sha256", "format")
+
+
+def certify_config(checkpoint: Checkpoint, evaluation: EvalConfig, *, quick: bool) -> dict[str, Any]:
+    """The ``config`` of a ``certify`` run's metrics: what was trained (the checkpoint's
+    settings, without its optimizer state or history) and how it was measured."""
+    saved = checkpoint.config
+    return {
+        "checkpoint": str(checkpoint.directory),
+        "checkpoint_sha256": saved.get("sha256"),
+        "checkpoint_notes": list(checkpoint.notes),
+        **{k: v for k, v in saved.items() if k not in CHECKPOINT_ONLY_FIELDS},
+        "evaluation": evaluation.to_dict(),
+        "quick": quick,
     }
 
 

@@ -25,6 +25,10 @@ REQUIRED_KEYS = (
 
 NORM_SYMBOL = {"1": "ℓ1", "2": "ℓ2", "inf": "ℓ∞"}
 
+#: configuration entries that ``report.md`` leaves to ``metrics.json`` / the checkpoint: the
+#: optimizer's state, per-epoch or per-step history, and where each setting came from
+REPORT_OMITS = frozenset({"optimizer", "history", "origin"})
+
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
     missing = [key for key in REQUIRED_KEYS if key not in metrics]
@@ -81,13 +85,25 @@ def write_report(out_dir: Path, metrics: dict[str, Any], plot_name: str = "certi
         "",
         f"![certified accuracy against radius]({plot_name})",
         "",
+        "Settings (the full configuration, with where each value came from, is in "
+        "`metrics.json`):",
+        "",
         "```json",
-        json.dumps(metrics.get("config", {}), indent=2, default=str),
+        json.dumps(report_config(metrics.get("config", {})), indent=2, default=str),
         "```",
     ]
     path = Path(out_dir) / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def report_config(config: Any) -> Any:
+    """``config`` without the entries named in :data:`REPORT_OMITS`, at any depth."""
+    if isinstance(config, dict):
+        return {k: report_config(v) for k, v in config.items() if k not in REPORT_OMITS}
+    if isinstance(config, list):
+        return [report_config(v) for v in config]
+    return config
 
 
 def _describe_upper(metrics: dict[str, Any]) -> str:
