@@ -17,12 +17,17 @@ description, every :class:`TrainConfig` field) are compared with the checkpoint'
 unless ``override=True``; then training continues with the new settings and the first epoch
 trained with them records the changes in its history entry (``"settings_changes"``), so the
 checkpoint's history says which settings applied from which epoch on.
+
+Progress. On a terminal each epoch shows a progress bar; when stderr is not a terminal (a log
+file, a pipe, CI) each epoch prints one line instead (:func:`epoch_line`), so a log holds one
+line per epoch rather than a carriage-return update per step.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +64,15 @@ def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.lr_schedule == "constant":
         return config.lr
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def epoch_line(summary: Mapping[str, float], epochs: int) -> str:
+    """The one line an epoch prints when stderr is not a terminal."""
+    return (
+        f"epoch {int(summary['epoch'])}/{epochs}  loss {summary['loss']:.4f}  "
+        f"train acc {summary['train_accuracy']:.4f}  bound {summary['bound_estimate']:.4g}  "
+        f"{summary['seconds']:.1f} s"
+    )
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -164,6 +178,7 @@ def train(
         history = list(saved.config.get("history", []))
         train_seconds = float(saved.config.get("train_seconds", 0.0))
 
+    bar_on_terminal = progress and sys.stderr.isatty()
     n = train_x.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -180,7 +195,7 @@ def train(
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not progress,
+            disable=not bar_on_terminal,
             leave=False,
             dynamic_ncols=True,
         )
@@ -215,6 +230,8 @@ def train(
             summary["settings_changes"] = changes
             changes = {}
         history.append(summary)
+        if progress and not bar_on_terminal:
+            print(epoch_line(summary, config.epochs), file=sys.stderr, flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, summary)
         if out_dir is not None:
