@@ -125,7 +125,19 @@ def _describe_lower(metrics: dict[str, Any]) -> str:
 def plot_certified_curve(
     out_dir: Path, metrics: dict[str, Any], name: str = "certified.png"
 ) -> Path:
-    """Certified accuracy against radius, both certificates, with PGD accuracy as points."""
+    """Write :func:`certified_figure` to ``out_dir/name``."""
+    path = Path(out_dir) / name
+    certified_figure(metrics).savefig(path, dpi=120)
+    return path
+
+
+def certified_figure(metrics: dict[str, Any]) -> Figure:
+    """Certified accuracy against radius, both certificates, with PGD accuracy as points.
+
+    The radius is in the units of the input, pixels scaled to [0, 1]; the PGD points say how
+    many test images they were measured on (``n_attacked``, fewer than the certified curve's
+    ``n_test`` by default).
+    """
     curve = metrics.get("radius_curve", {})
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)  # render off-screen, without touching pyplot's global backend
@@ -136,8 +148,13 @@ def plot_certified_curve(
             ax.plot(radii, curve[method], style, label=f"certified ({method.replace('_', ' ')})")
     pgd = metrics.get("pgd_accuracy", {})
     if pgd:
-        ax.plot([float(r) for r in pgd], list(pgd.values()), "o", label="PGD (empirical)")
-    ax.set_xlabel(f"radius ε ({NORM_SYMBOL.get(metrics['norm'], metrics['norm'])}, raw pixels)")
+        attacked = metrics.get("n_attacked")
+        images = f", {attacked} images" if attacked is not None else ""
+        ax.plot(
+            [float(r) for r in pgd], list(pgd.values()), "o", label=f"PGD (empirical{images})"
+        )
+    norm = NORM_SYMBOL.get(metrics["norm"], metrics["norm"])
+    ax.set_xlabel(f"{norm} radius (input in [0, 1])")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
@@ -150,6 +167,4 @@ def plot_certified_curve(
         else f"L ≤ {upper:.4g}"
     )
     fig.tight_layout()
-    path = Path(out_dir) / name
-    fig.savefig(path, dpi=120)
-    return path
+    return fig

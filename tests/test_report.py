@@ -1,0 +1,45 @@
+"""The report: the plot says its units and how many images the PGD points cover; report.md
+stays short."""
+
+from __future__ import annotations
+
+from tightlip.eval.report import certified_figure, report_config, write_report
+
+
+def _metrics() -> dict:
+    return {
+        "method": "tightlip",
+        "norm": "2",
+        "clean_accuracy": 0.9,
+        "lipschitz_upper": 2.0,
+        "lipschitz_lower": 1.9,
+        "tightness": 2.0 / 1.9,
+        "certified_accuracy": {"global": {"0.3": 0.8}, "last_layer": {"0.3": 0.82}},
+        "pgd_accuracy": {"0.3": 0.85},
+        "train_seconds": 1.0,
+        "n_test": 10000,
+        "n_attacked": 1000,
+        "radius_curve": {"radii": [0.0, 0.3], "global": [0.9, 0.8], "last_layer": [0.9, 0.82]},
+        "config": {
+            "model": {"widths": [8]},
+            "origin": {"widths": "explicit"},
+            "optimizer": {"param_groups": [{"lr": 0.1}]},
+            "history": [{"epoch": 1}],
+        },
+    }
+
+
+def test_plot_axis_and_legend() -> None:
+    ax = certified_figure(_metrics()).axes[0]
+    assert ax.get_xlabel() == "ℓ2 radius (input in [0, 1])"
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "PGD (empirical, 1000 images)" in labels
+    assert "certified (global)" in labels and "certified (last layer)" in labels
+
+
+def test_report_leaves_optimizer_history_and_origin_out(tmp_path) -> None:
+    assert report_config({"a": [{"history": 1, "b": 2}], "origin": {}}) == {"a": [{"b": 2}]}
+    text = write_report(tmp_path, _metrics()).read_text()
+    assert '"widths"' in text
+    for word in ("param_groups", "optimizer", '"history"', '"origin"'):
+        assert word not in text
