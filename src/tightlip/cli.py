@@ -9,7 +9,6 @@ line and exit with code 2; anything else is a bug and keeps its traceback (exit 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +39,7 @@ from tightlip.methods import METHODS
 from tightlip.model import LayerChain, state_dict_to_chain, to_chain
 from tightlip.norms import parse_norm
 from tightlip.settings import PRESETS, QUICK_EPOCHS, QUICK_TRAIN_EXAMPLES, merge_settings
+from tightlip.threads import apply_thread_policy
 from tightlip.train.checkpoint import Checkpoint, load_checkpoint, read_state_dict_file
 from tightlip.train.config import TrainConfig
 from tightlip.train.losses import LOSSES
@@ -122,8 +122,11 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def _set_threads() -> None:
-    """One torch thread unless ``$TIGHTLIP_THREADS`` says otherwise (see the README)."""
-    torch.set_num_threads(int(os.environ.get("TIGHTLIP_THREADS", "1")))
+    """One torch thread unless the user chose a count (:mod:`tightlip.threads`)."""
+    try:
+        apply_thread_policy()
+    except USER_ERRORS as error:
+        _fail(error)
 
 
 def _print_presets() -> None:

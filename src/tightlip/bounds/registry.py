@@ -41,6 +41,7 @@ from tightlip.certificate import Certificate
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName, parse_norm, round_up
 from tightlip.registry import Registry
+from tightlip.threads import uses_library_threads
 
 BoundMethod = Callable[..., Certificate]
 DenseErrorPolicy = Literal["included", "add", "refuse"]
@@ -123,6 +124,7 @@ def lower_bound(
     return run_method(LOWER_BOUNDS, model, norm, method, options)
 
 
+@uses_library_threads
 def run_method(
     registry: Registry[BoundMethodEntry],
     model: nn.Module | LayerChain,
@@ -133,7 +135,8 @@ def run_method(
     """Resolve ``method``, run it on ``to_chain(model)``, and stamp its name and wall time.
 
     On a chain with merged layers the method's ``dense_error`` policy is applied (module
-    docstring).
+    docstring). The method runs on one torch thread unless the user chose a count
+    (:mod:`tightlip.threads`).
     """
     name = registry.resolve(method)
     entry = registry.get(name)

@@ -28,6 +28,7 @@ from tightlip.methods import METHODS, Method, fit
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName
 from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings
+from tightlip.threads import uses_library_threads
 from tightlip.train.checkpoint import Checkpoint
 
 
@@ -80,6 +81,7 @@ def check_test_inputs(chain: LayerChain, data: MnistData) -> None:
         )
 
 
+@uses_library_threads
 def evaluate(
     model: nn.Module,
     norm: NormName,
@@ -148,6 +150,7 @@ def evaluate(
         "tightness": tightness(upper, lower),
         "certified_accuracy": certified,
         "certified_accuracy_best": best,
+        "float32_certified_accuracy": result.float32_certified_accuracy,
         "pgd_accuracy": result.pgd_accuracy,
         "train_seconds": train_seconds,
         "certify_seconds": time.perf_counter() - started,

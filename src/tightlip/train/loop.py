@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from tightlip.errors import BadArgumentError, CheckpointError, ModelShapeError
 from tightlip.model import check_finite_parameters
+from tightlip.threads import uses_library_threads
 from tightlip.train.checkpoint import (
     CONFIG_FILE,
     Checkpoint,
@@ -133,6 +134,7 @@ def _saved_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+@uses_library_threads
 def train(
     model: nn.Module,
     objective: Objective,
