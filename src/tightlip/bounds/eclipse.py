@@ -27,18 +27,10 @@ them: the matrix only gets smaller, so the certificate stays valid (the referenc
   ``[[Λ − sW_{i+1}ᵀW_{i+1}, ΛGᵀ], [GΛ, I]] ⪰ 0`` with ``GᵀG = m_i² K_i``.
 
 **Soundness in floating point.** The multipliers Λ_i are just *candidate* numbers; the
-recursion is then evaluated in float64 with a stated error model, and every ``X_i`` is
-shifted down by a margin that covers the rounding of its step:
-
-* a Schur step ``S = BᵀZ⁻¹B`` computed through a Cholesky factor, a triangular solve and a
-  product satisfies ``‖Ŝ − S‖₂ ≤ c·N²·u·κ₂(Z)·‖Ŝ‖`` (``N`` the largest dimension, ``u = 2⁻⁵³``;
-  Cholesky, triangular solves and products are backward stable with O(N u) normwise errors,
-  Higham, *Accuracy and Stability of Numerical Algorithms*, Thms. 8.5, 10.3 and §3.5, and a
-  relative perturbation δ of Z moves BᵀZ⁻¹B by at most κ·δ/(1 − κ·δ) relatively).
-  We take ``c = 64`` as the generous constant, like ``norms.certified_operator_norm``.
-* symmetric eigenvalues from LAPACK satisfy ``|λ̂ − λ| ≤ 64·n·u·‖Z‖₂`` (backward stability).
-
-If ``X̂_i`` is what we computed *minus* a margin ``η_i ≥ ‖rounding of step i‖``, then
+recursion is then evaluated in float64 with the error model of
+:mod:`tightlip.bounds.certified_linalg` (Schur steps through a Cholesky factor, symmetric
+eigenvalues), and every ``X_i`` is shifted down by a margin that covers the rounding of its
+step. If ``X̂_i`` is what we computed *minus* a margin ``η_i ≥ ‖rounding of step i‖``, then
 ``X̂_i ⪯`` the exact Schur complement of the exact matrix with the previous ``X̂_{i−1}``, so the
 exact LMI equals (a matrix whose exact Schur complements are the X̂_i) plus a block-diagonal
 positive semidefinite matrix. Hence certified ``λmin(X̂_i) > 0`` and a certified
@@ -50,114 +42,29 @@ helps: ``θΛ − θ²ΛKΛ = θ(Λ − ΛKΛ) + θ(1 − θ)ΛKΛ``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
+from tightlip.bounds.certified_linalg import (
+    NotCertifiedError,
+    certified_spectrum,
+    gram_product,
+    round_up_sqrt,
+    schur_gram,
+    schur_top,
+)
 from tightlip.bounds.registry import register_upper
+from tightlip.bounds.sdp_solver import solve_sdp
 from tightlip.bounds.slope import SlopeNetwork, to_slope_network
 from tightlip.certificate import Certificate, LayerBound
 from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
-from tightlip.norms import SVD_MARGIN, UNIT_ROUNDOFF, NormName, certified_operator_norm
-
-U = UNIT_ROUNDOFF
-C_MARGIN = SVD_MARGIN
-
-
-class NotCertifiedError(ArithmeticError):
-    """The float64 check of a candidate certificate failed (not positive definite enough)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Certified linear-algebra steps
-# --------------------------------------------------------------------------------------------
-
-
-def certified_spectrum(z: np.ndarray) -> tuple[float, float]:
-    """Bounds ``(lo, hi)`` with ``lo ≤ λmin(Z) ≤ λmax(Z) ≤ hi`` for the float symmetric ``Z``."""
-    ev = scipy.linalg.eigvalsh(z, check_finite=False)
-    err = C_MARGIN * z.shape[0] * U * float(np.max(np.abs(ev)))
-    return float(ev[0]) - err, float(ev[-1]) + err
-
-
-def top_eigenvalue(k: np.ndarray) -> float:
-    """Largest eigenvalue of the symmetric ``K`` (LAPACK ``syevr`` on one index)."""
-    n = k.shape[0]
-    if n <= 32:
-        return float(scipy.linalg.eigvalsh(k, check_finite=False)[-1])
-    return float(
-        scipy.linalg.eigh(k, eigvals_only=True, subset_by_index=[n - 1, n - 1], check_finite=False)[
-            0
-        ]
-    )
-
-
-def schur_gram(
-    z: np.ndarray, lo: float, hi: float, b: np.ndarray
-) -> tuple[np.ndarray, float, float]:
-    """``(Ŝ, ε, λ̂max(Ŝ))`` with ``Ŝ ≈ BᵀZ⁻¹B``, ``‖Ŝ − BᵀZ⁻¹B‖₂ ≤ ε`` (module docstring).
-
-    ``lo > 0`` and ``hi`` bound Z's spectrum (from :func:`certified_spectrum` or an analytic
-    argument); they give the condition number in the error bound. The error has two parts:
-    the factorisation and solve, relative to ``‖S‖₂`` with the factor ``c·N²·u·κ``, and the
-    final product ``GᵀG`` with ``|ΔS| ≤ γ_n|G|ᵀ|G|``, so ``‖ΔS‖₂ ≤ c·n·u·‖G‖_F²``.
-    ``‖S‖₂`` is bounded through the computed top eigenvalue of ``Ŝ``.
-    """
-    if lo <= 0:
-        raise NotCertifiedError("matrix not certified positive definite")
-    n, k = b.shape
-    chol = scipy.linalg.cholesky(z, lower=True, check_finite=False)
-    g = scipy.linalg.solve_triangular(chol, b, lower=True, check_finite=False)
-    s = g.T @ g
-    s = (s + s.T) / 2
-    rel = C_MARGIN * max(n, k) ** 2 * U * (hi / lo)
-    if not rel < 0.25:
-        raise NotCertifiedError(f"condition number {hi / lo:.3g} too large to certify")
-    product = C_MARGIN * n * U * float(np.sum(g * g))
-    top = top_eigenvalue(s)
-    s_top = top + C_MARGIN * k * U * float(np.linalg.norm(s)) + product
-    return s, (rel / (1 - rel) * s_top + product) * (1 + 8 * U), top
-
-
-def schur_top(z: np.ndarray, lo: float, hi: float, b: np.ndarray) -> float:
-    """A certified upper bound on ``λmax(BᵀZ⁻¹B)``.
-
-    Uses ``λmax(GᵀG) = λmax(GGᵀ)`` with ``G = L⁻¹B`` (``Z = LLᵀ``) and whichever Gram
-    matrix is smaller, with the error model of :func:`schur_gram` (the product and the
-    eigenvalue error are bounded through ``‖G‖_F²``).
-    """
-    if lo <= 0:
-        raise NotCertifiedError("matrix not certified positive definite")
-    n, k = b.shape
-    chol = scipy.linalg.cholesky(z, lower=True, check_finite=False)
-    g = scipy.linalg.solve_triangular(chol, b, lower=True, check_finite=False)
-    gram = g.T @ g if k <= n else g @ g.T
-    gram = (gram + gram.T) / 2
-    rel = C_MARGIN * max(n, k) ** 2 * U * (hi / lo)
-    if not rel < 0.25:
-        raise NotCertifiedError(f"condition number {hi / lo:.3g} too large to certify")
-    frob = float(np.sum(g * g))
-    top = top_eigenvalue(gram) + C_MARGIN * (n + k) * U * frob
-    return math.nextafter(top / (1 - rel) * (1 + 8 * U), math.inf)
-
-
-def gram_product(w: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """``(W Wᵀ, ε, λ̂max)``: rounding error ``|ΔS| ≤ γ_n |W||W|ᵀ`` (Higham §3.5)."""
-    s = w @ w.T
-    s = (s + s.T) / 2
-    n = w.shape[1]
-    return s, C_MARGIN * n * U * float(np.sum(w * w)), top_eigenvalue(s)
-
-
-def round_up_sqrt(value: float) -> float:
-    """A float ``≥ √value`` (sqrt is correctly rounded; one extra ulp)."""
-    return math.nextafter(math.sqrt(max(value, 0.0)), math.inf)
-
+from tightlip.norms import SVD_MARGIN as C_MARGIN
+from tightlip.norms import UNIT_ROUNDOFF as U
+from tightlip.norms import NormName, certified_operator_norm
 
 # --------------------------------------------------------------------------------------------
 # The compositional recursion
@@ -319,7 +226,7 @@ def layer_bounds(net: SlopeNetwork, result: CompositionalResult) -> tuple[LayerB
     return tuple(out)
 
 
-def _certificate(
+def compositional_certificate(
     method: str,
     net: SlopeNetwork,
     result: CompositionalResult,
@@ -353,7 +260,7 @@ def eclipse_fast_bound(chain: LayerChain, norm: NormName) -> Certificate:
         result = compositional_bound(net, fast_chooser)
     except NotCertifiedError as exc:
         raise MethodNotApplicableError(f"eclipse_fast could not certify: {exc}") from exc
-    return _certificate("eclipse-fast", net, result)
+    return compositional_certificate("eclipse-fast", net, result)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,17 +300,18 @@ def sdp_chooser(
         lam_d = cp.diag(lam)
         block = cp.bmat([[lam_d - s * wtw, lam_d @ g.T], [g @ lam_d, np.eye(r)]])
         problem = cp.Problem(cp.Maximize(s), [(block + block.T) / 2 >> 0])
-        name = solver
-        if solver == "auto":
-            name = "CLARABEL" if d + r <= 24 else "SCS"
-        kwargs: dict[str, Any] = {}
-        if name == "SCS":
-            kwargs = {"eps_abs": eps, "eps_rel": eps, "max_iters": 100_000}
-            kwargs["time_limit_secs"] = time_limit
         try:
-            problem.solve(solver=name, **kwargs)
-        except cp.error.SolverError as exc:  # pragma: no cover - solver failure
-            raise NotCertifiedError(f"layer {i + 1}: SDP solver failed: {exc}") from exc
+            name = solve_sdp(
+                problem,
+                solver,
+                d + r,
+                auto_limit=24,
+                eps=eps,
+                time_limit=time_limit,
+                max_iters=100_000,
+            )
+        except NotCertifiedError as exc:
+            raise NotCertifiedError(f"layer {i + 1}: {exc}") from exc
         if lam.value is None:
             raise NotCertifiedError(f"layer {i + 1}: SDP status {problem.status}")
         lam_v = np.maximum(np.asarray(lam.value, dtype=np.float64), 0.0)
@@ -449,4 +357,4 @@ def eclipse_bound(
         notes.append("ECLipsE-Fast was smaller than the SDP variant; reported Fast's value")
         details["sdp_value"] = result.value
         result = fast
-    return _certificate("eclipse", net, result, tuple(notes), details)
+    return compositional_certificate("eclipse", net, result, tuple(notes), details)

@@ -48,23 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from tightlip.bounds.eclipse import (
-    C_MARGIN,
+from tightlip.bounds.certified_linalg import (
     NotCertifiedError,
-    U,
     certified_spectrum,
-    compositional_bound,
-    fast_chooser,
     gram_product,
-    prepare,
     schur_gram,
     schur_top,
 )
+from tightlip.bounds.eclipse import compositional_bound, fast_chooser, prepare
 from tightlip.bounds.registry import register_upper
+from tightlip.bounds.sdp_solver import solve_sdp
 from tightlip.bounds.slope import SlopeNetwork
 from tightlip.certificate import Certificate, LayerBound
 from tightlip.errors import MethodNotApplicableError
 from tightlip.model import LayerChain
+from tightlip.norms import UNIT_ROUNDOFF as U
 from tightlip.norms import NormName, certified_operator_norm
 
 MIX_THETAS = (0.0, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0)
@@ -150,19 +148,15 @@ def _solve(
         blocks[i][i + 1] = off.T
     matrix = cp.bmat(blocks)
     problem = cp.Problem(cp.Minimize(rho), [(matrix + matrix.T) / 2 >> 0])
-    name = solver
-    if solver == "auto":
-        name = "CLARABEL" if r + sum(hidden) <= 40 else "SCS"
-    kwargs: dict[str, Any] = {}
-    if name == "SCS":
-        kwargs = {"eps_abs": eps, "eps_rel": eps, "max_iters": 200_000}
-        kwargs["time_limit_secs"] = time_limit
-    elif name == "CLARABEL":
-        kwargs = {"time_limit": time_limit}
-    try:
-        problem.solve(solver=name, **kwargs)
-    except cp.error.SolverError as exc:
-        raise NotCertifiedError(f"SDP solver {name} failed: {exc}") from exc
+    name = solve_sdp(
+        problem,
+        solver,
+        r + sum(hidden),
+        auto_limit=40,
+        eps=eps,
+        time_limit=time_limit,
+        max_iters=200_000,
+    )
     if any(t.value is None for t in ts):
         raise NotCertifiedError(f"SDP solver {name} returned status {problem.status}")
     info = {
@@ -193,7 +187,12 @@ def lipsdp_bound(
     if net.depth == 1:
         value = certified_operator_norm(chain.weights[0], "2")
         return Certificate(
-            value=value, method="lipsdp", norm="2", side="upper", sound=True, notes=("single layer",)
+            value=value,
+            method="lipsdp",
+            norm="2",
+            side="upper",
+            sound=True,
+            notes=("single layer",),
         )
     rank_bound = min(net.weights[0].shape)
     size = rank_bound + sum(net.hidden_widths)
@@ -274,4 +273,4 @@ def lipsdp_bound(
     )
 
 
-__all__ = ["C_MARGIN", "certify_multipliers", "lipsdp_bound", "scaled_network"]
+__all__ = ["certify_multipliers", "lipsdp_bound", "scaled_network"]

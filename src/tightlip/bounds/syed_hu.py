@@ -53,13 +53,13 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse.linalg
 
+from tightlip.bounds.certified_linalg import NotCertifiedError
 from tightlip.bounds.eclipse import (
     Choice,
     Chooser,
     CompositionalResult,
-    NotCertifiedError,
-    _certificate,
     compositional_bound,
+    compositional_certificate,
     fast_chooser,
     prepare,
 )
@@ -178,20 +178,6 @@ def member_chooser(member: str) -> Chooser:
     return choose
 
 
-def syed_hu_members(
-    chain: LayerChain, norm: NormName, members: Sequence[str] = MEMBERS
-) -> dict[str, CompositionalResult | str]:
-    """Every requested member's certified result (or the reason it failed)."""
-    net = prepare(chain, norm, "syed-hu")
-    out: dict[str, CompositionalResult | str] = {}
-    for member in members:
-        try:
-            out[member] = compositional_bound(net, member_chooser(member))
-        except NotCertifiedError as exc:
-            out[member] = f"not certified: {exc}"
-    return out
-
-
 @register_upper("syed-hu")
 def syed_hu_bound(
     chain: LayerChain, norm: NormName, members: Sequence[str] = MEMBERS
@@ -214,7 +200,7 @@ def syed_hu_bound(
         "failed_members": failures,
         "choices": results[best].infos,
     }
-    return _certificate(
+    return compositional_certificate(
         "syed-hu",
         net,
         results[best],
