@@ -354,6 +354,57 @@ def _realise(
 # --------------------------------------------------------------------------------------------
 
 
+#: scipy's ``milp`` status codes
+STATUS_NAMES = {
+    0: "optimal",
+    1: "time or iteration limit",
+    2: "infeasible",
+    3: "unbounded",
+    4: "solver error",
+}
+#: HiGHS's default absolute MIP gap (scipy's ``milp`` does not expose it): "optimal" means a
+#: relative gap ≤ ``mip_rel_gap`` *or* an absolute gap ≤ this
+HIGHS_ABS_GAP = 1e-6
+
+
+def status_name(status: int) -> str:
+    return STATUS_NAMES.get(int(status), f"status {status}")
+
+
+@dataclass(frozen=True)
+class _RowResult:
+    """What one MILP solve proved: its incumbent value (if any) and a bound on its optimum.
+
+    ``bound`` is the solver's dual bound; when HiGHS reports "optimal" without one (it can,
+    e.g. when presolve or a heuristic closes the problem), the gap it guarantees is used:
+    ``incumbent + max(gap·|incumbent|, HIGHS_ABS_GAP)``. Without a dual bound and without
+    optimality the bound is ``inf``. ``proved``: the optimum is within the gap of the bound.
+    """
+
+    status: str
+    incumbent: float | None
+    bound: float
+    proved: bool
+
+
+def _row_result(res: Any, gap: float) -> _RowResult:
+    """Read a ``scipy.optimize.milp`` result of a *maximisation* (objective negated)."""
+    status = status_name(res.status)
+    incumbent = None
+    if res.x is not None and res.fun is not None:
+        incumbent = -float(res.fun)
+    dual = getattr(res, "mip_dual_bound", None)
+    dual_bound = None if dual is None or not math.isfinite(float(dual)) else -float(dual)
+    if res.status == 0 and incumbent is not None:
+        if dual_bound is None:
+            dual_bound = incumbent + max(gap * abs(incumbent), HIGHS_ABS_GAP)
+        return _RowResult(status, incumbent, max(dual_bound, incumbent), True)
+    bound = math.inf if dual_bound is None else dual_bound
+    if incumbent is not None:
+        bound = max(bound, incumbent)
+    return _RowResult(status, incumbent, bound, False)
+
+
 @dataclass
 class _Search:
     best: float = 0.0
@@ -391,26 +442,22 @@ def _run_rows(
             search.statuses.append("time limit before row")
             break
         res = enc.program.solve(objective, search.best, remaining, gap)
-        search.statuses.append(str(res.status))
         if res.status == 2:  # infeasible: this row cannot beat the incumbent
+            search.statuses.append(status_name(res.status))
             continue
-        if res.x is not None:
-            value = -float(res.fun)
+        row = _row_result(res, gap)
+        search.statuses.append(row.status)
+        if row.incumbent is not None:
             pattern = [
                 np.where(d == -1, 1.0, np.where(d == -2, 0.0, np.round(res.x[np.maximum(d, 0)])))
                 for d in enc.deltas
             ]
-            incumbents.append((value, pattern, np.asarray(res.x[enc.x])))
-            if value > search.best:
-                search.best = value
+            incumbents.append((row.incumbent, pattern, np.asarray(res.x[enc.x])))
+            if row.incumbent > search.best:
+                search.best = row.incumbent
                 search.witness = np.asarray(res.x[enc.x])
-        if res.status == 0:
-            dual = -float(getattr(res, "mip_dual_bound", res.fun))
-            search.upper = max(search.upper, dual, -float(res.fun))
-        else:
-            search.complete = False
-            dual = getattr(res, "mip_dual_bound", None)
-            search.upper = max(search.upper, math.inf if dual is None else -float(dual))
+        search.complete = search.complete and row.proved
+        search.upper = max(search.upper, row.bound)
     search.upper = max(search.upper, search.best)
     return search, incumbents
 
@@ -492,23 +539,39 @@ def milp_lipschitz(
             f"network has biases: value is the constant on the box {domain.split(' ', 1)[1]}, a "
             "lower bound on the global constant (pass box=(lo, hi) to widen)"
         )
+    status = _summary_status(relaxed)
     if not exact:
         notes.append(
-            "MILP gap not closed: value is a verified lower bound, details['upper'] "
-            "the relaxed bound"
+            f"MILP gap not closed to rel_tol (solver: {status}): value is a verified lower "
+            "bound, details['upper'] the relaxed bound"
         )
     details = {
         "upper": upper,
-        "gap": (upper - lower) / upper if upper > 0 and math.isfinite(upper) else 0.0,
+        "gap": _relative_gap(lower, upper),
+        "solver_status": status,
         "domain": domain,
         "exact_on_domain": exact,
         "complete": relaxed.complete,
+        "incumbent": relaxed.best,
         "witness": None if witness is None else [float(v) for v in witness],
         "relaxed_status": relaxed.statuses,
         "strict_status": strict_status,
         "seconds_used": time.perf_counter() - start,
     }
     return _certificate(lower, upper, norm, kind, notes, details)
+
+
+def _summary_status(search: _Search) -> str:
+    """``"optimal"`` when every row was solved to optimality, else the first other status."""
+    others = [s for s in search.statuses if s not in ("optimal", "infeasible")]
+    return "optimal" if search.complete and not others else (others[0] if others else "unknown")
+
+
+def _relative_gap(lower: float, upper: float) -> float:
+    """``(upper − lower) / upper``: 0 when both are 0, ``inf`` without a finite upper bound."""
+    if not math.isfinite(upper):
+        return math.inf
+    return (upper - lower) / upper if upper > 0 else 0.0
 
 
 def _certificate(
