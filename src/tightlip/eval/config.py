@@ -26,10 +26,15 @@ class EvalConfig:
             self.radii = tuple(float(r) for r in self.radii)
             if not self.radii or any(r <= 0 for r in self.radii):
                 raise BadArgumentError(f"radii must be positive numbers, got {self.radii}")
-        if self.pgd_steps < 0 or self.lower_starts < 1 or self.lower_seconds < 0:
-            raise BadArgumentError("pgd steps, lower starts and lower seconds must be ≥ 0")
-        if self.attack_limit is not None and self.attack_limit < 0:
-            raise BadArgumentError(f"attack limit must be ≥ 0, got {self.attack_limit}")
+        for name, value, least in (
+            ("pgd steps", self.pgd_steps, 0),
+            ("pgd restarts", self.pgd_restarts, 1),
+            ("lower starts", self.lower_starts, 1),
+            ("lower seconds", self.lower_seconds, 0),
+            ("attack limit", self.attack_limit if self.attack_limit is not None else 0, 0),
+        ):
+            if value < least:
+                raise BadArgumentError(f"{name} must be ≥ {least}, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

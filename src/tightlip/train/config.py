@@ -43,11 +43,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm)
         self.loss = LOSSES.resolve(self.loss)
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BadArgumentError(
-                f"epochs, batch size and lr must be positive, got {self.epochs}, "
-                f"{self.batch_size}, {self.lr}"
-            )
+        for name, value in (
+            ("epochs", self.epochs),
+            ("batch size", self.batch_size),
+            ("lr", self.lr),
+        ):
+            if not value > 0:
+                raise BadArgumentError(f"{name} must be positive, got {value}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise BadArgumentError(
                 f"unknown lr schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"
@@ -56,10 +58,16 @@ class TrainConfig:
             raise BadArgumentError(
                 f"unknown penalty {self.penalty!r}: choose one of {', '.join(PENALTY_FORMS)}"
             )
-        if self.temperature <= 0 or self.margin_epsilon < 0 or self.penalty_weight < 0:
-            raise BadArgumentError(
-                "temperature must be positive, margin epsilon and penalty weight non-negative"
-            )
+        if not self.temperature > 0:
+            raise BadArgumentError(f"temperature must be positive, got {self.temperature}")
+        for name, value in (
+            ("margin epsilon", self.margin_epsilon),
+            ("penalty weight", self.penalty_weight),
+            ("power iterations", self.power_iterations),
+            ("smooth max", self.smooth_max),
+        ):
+            if value < 0:
+                raise BadArgumentError(f"{name} must be ≥ 0, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
