@@ -64,7 +64,7 @@ except ImportError:  # pragma: no cover
 torch.set_num_threads(int(_THREADS))
 
 RESULTS = Path(__file__).resolve().parent / "results"
-UPPER = ("trivial", "eclipse_fast", "syed_hu", "eclipse", "lipsdp")
+UPPER = ("trivial", "eclipse-fast", "syed-hu", "eclipse", "lipsdp")
 SUBPROCESS = {"eclipse", "lipsdp"}
 
 
@@ -137,7 +137,7 @@ def run_upper(chain: LayerChain, method: str, timeout: float) -> dict[str, Any]:
         options = {"max_size": 100_000, "time_limit": timeout}
     if method == "eclipse":
         options = {"max_width": 100_000, "time_limit": timeout}
-    if method == "syed_hu" and max(w.shape[0] for w in chain.weights[:-1]) >= 500:
+    if method == "syed-hu" and max(w.shape[0] for w in chain.weights[:-1]) >= 500:
         options = {"members": ("fast", "greedy")}  # the others cost ~3× more at this width
     if method not in SUBPROCESS:
         try:
@@ -183,7 +183,7 @@ def time_fast_vs_reference(chain: LayerChain, repeats: int) -> dict[str, Any]:
     value_ref = value_ours = math.nan
     for _ in range(repeats):
         start = time.perf_counter()
-        value_ours = upper_bound(chain, "2", "eclipse_fast").value
+        value_ours = upper_bound(chain, "2", "eclipse-fast").value
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
         value_ref = float(eclipse_nn.ECLipsE_Fast(weights, [0.0] * n, [1.0] * n))
@@ -351,7 +351,7 @@ def main() -> None:
             "Random nets: bias-free, N(0, 1/fan_in) weights, input width = hidden width, 10 outputs.",
             "All upper bounds are certified in float64 (see tightlip.bounds.eclipse); LipSDP and "
             "ECLipsE re-check the solver's multipliers.",
-            "syed_hu = min over members fast/lookahead/gershgorin/sll/greedy (our derivation, "
+            "syed-hu = min over members fast/lookahead/gershgorin/sll/greedy (our derivation, "
             "see tightlip.bounds.syed_hu); for widths ≥ 500 only fast and greedy are run.",
         ],
     }
