@@ -17,6 +17,11 @@ Two certificates at radius ε, for an input with label y that the network classi
 Soundness margin: logits are evaluated in float64; a test passes only if it holds with a
 relative slack of 1e-9 plus an absolute 1e-9·max|z|, far above float64 evaluation error.
 
+**float32 inference** (:mod:`tightlip.eval.float32`): the same two tests with every gap
+``z_y − z_j`` first lowered by a sound bound on the float32 rounding error of that gap over the
+whole ball (and on the float64 error at x), so that the float32 model's decision is ``y`` at
+every point of the ball. Reported beside the others as ``float32_certified_accuracy``.
+
 Every certified point, under these and any other certificate a run reports (e.g. local
 Lipschitz bounds), is then attacked with PGD; a certified point that the attack breaks raises
 :class:`~tightlip.errors.SoundnessError`: the run stops loudly instead of reporting a wrong
@@ -31,8 +36,9 @@ from dataclasses import dataclass, field
 import torch
 
 from tightlip.bounds.trivial import trivial_bound
-from tightlip.errors import ModelShapeError, SoundnessError
+from tightlip.errors import MethodNotApplicableError, ModelShapeError, SoundnessError
 from tightlip.eval.attacks import margin_loss, pgd_attack
+from tightlip.eval.float32 import RoundingErrorBound, float32_logits
 from tightlip.model import LayerChain
 from tightlip.norms import NormName, class_pair_distances, margin_constant
 
@@ -52,10 +58,52 @@ class Margins:
     correct: torch.Tensor  # (N,) bool
     global_radius: torch.Tensor  # (N,) largest ε certified by the global bound (0 if wrong)
     last_layer_radius: torch.Tensor  # (N,) same for the last-layer-exact certificate
+    safe_gaps: torch.Tensor | None = None  # (N, C) z_y − z_j lowered by the slack
+    others: torch.Tensor | None = None  # (N, C) bool: j ≠ y
+    global_scale: float = 0.0  # c_p · L: how far a gap moves per unit radius (global)
+    last_layer_scale: torch.Tensor | None = None  # (N, C) ‖w_y − w_j‖_q · L_g
 
     def certified(self, eps: float, method: str) -> torch.Tensor:
         radius = self.global_radius if method == "global" else self.last_layer_radius
         return self.correct & (radius > eps)
+
+    def reduced(self, gap_reduction: torch.Tensor) -> Margins:
+        """The radii certified when every gap ``z_y − z_j`` is first lowered by
+        ``gap_reduction`` ``(N, C)`` (e.g. a rounding-error bound); same rule otherwise."""
+        if self.safe_gaps is None or self.others is None or self.last_layer_scale is None:
+            raise ValueError("these margins were built without their gaps")
+        return _margins_from_gaps(
+            self.correct,
+            self.safe_gaps - gap_reduction,
+            self.others,
+            self.global_scale,
+            self.last_layer_scale,
+        )
+
+
+def _margins_from_gaps(
+    correct: torch.Tensor,
+    safe_gaps: torch.Tensor,
+    others: torch.Tensor,
+    global_scale: float,
+    last_layer_scale: torch.Tensor,
+) -> Margins:
+    """Both certified radii: the smallest gap over ``c_p L``, and over the classes the gap over
+    ``‖w_y − w_j‖_q L_g`` (module docstring); 0 for misclassified examples."""
+    min_gap = torch.where(others, safe_gaps, torch.inf).min(dim=1).values
+    global_radius = (min_gap / global_scale).clamp_min(0)
+    per_class = torch.where(others, safe_gaps / last_layer_scale, torch.inf)
+    last_layer_radius = per_class.min(dim=1).values.clamp_min(0)
+    zero = torch.zeros_like(global_radius)
+    return Margins(
+        correct=correct,
+        global_radius=torch.where(correct, global_radius, zero),
+        last_layer_radius=torch.where(correct, last_layer_radius, zero),
+        safe_gaps=safe_gaps,
+        others=others,
+        global_scale=global_scale,
+        last_layer_scale=last_layer_scale,
+    )
 
 
 @dataclass
@@ -66,6 +114,9 @@ class CertificationResult:
     pgd_accuracy: dict[str, float] = field(default_factory=dict)
     n_examples: int = 0
     margins: Margins | None = None
+    #: method -> radius string -> fraction certified for float32 inference (empty if no
+    #: rounding model applies to the network)
+    float32_certified_accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def radius_key(eps: float) -> str:
@@ -106,22 +157,39 @@ def certified_radii(
     safe_gaps = gaps * (1 - RELATIVE_SLACK) - RELATIVE_SLACK * scale
     others = torch.ones_like(gaps, dtype=torch.bool).scatter(1, y[:, None], False)
 
-    min_gap = torch.where(others, safe_gaps, torch.inf).min(dim=1).values
-    global_radius = (min_gap / (margin_constant(norm) * lipschitz_upper)).clamp_min(0)
-
     if backbone_upper is None:
         backbone = chain.backbone()
         backbone_upper = trivial_bound(backbone, norm).value if backbone is not None else 1.0
     last = chain.affine_steps[-1].weight  # (C, h)
     q_norms = class_pair_distances(last, y, norm) * (1 + RELATIVE_SLACK)  # ‖w_y − w_j‖_q
-    per_class = torch.where(others, safe_gaps / (q_norms * backbone_upper), torch.inf)
-    last_layer_radius = per_class.min(dim=1).values.clamp_min(0)
-    zero = torch.zeros_like(global_radius)
-    return Margins(
-        correct=correct,
-        global_radius=torch.where(correct, global_radius, zero),
-        last_layer_radius=torch.where(correct, last_layer_radius, zero),
-    )
+    global_scale = margin_constant(norm) * lipschitz_upper
+    return _margins_from_gaps(correct, safe_gaps, others, global_scale, q_norms * backbone_upper)
+
+
+def float32_certificates(
+    chain: LayerChain,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: NormName,
+    margins: Margins,
+    radii: Sequence[float],
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-radius masks of the examples certified for float32 inference, by both certificates.
+
+    The margins of :func:`certified_radii` with every gap lowered by
+    :meth:`~tightlip.eval.float32.RoundingErrorBound.gap_reduction` at that radius. Empty if
+    the network has a layer without a rounding model.
+    """
+    try:
+        bound = RoundingErrorBound(chain, x, norm)
+    except MethodNotApplicableError:
+        return {}
+    masks: dict[str, dict[str, torch.Tensor]] = {"global": {}, "last_layer": {}}
+    for eps in radii:
+        reduced = margins.reduced(bound.gap_reduction(y, eps))
+        for method, by_radius in masks.items():
+            by_radius[radius_key(eps)] = reduced.certified(eps, method)
+    return masks
 
 
 def certify(
@@ -158,6 +226,7 @@ def certify(
     }
     for name, by_radius in (other_certificates or {}).items():
         masks[name] = {radius_key(e): _checked_mask(by_radius, e, n, name) for e in radii}
+    float32_masks = float32_certificates(chain, x, y, norm, margins, radii)
     result = CertificationResult(
         norm=norm,
         clean_accuracy=float(margins.correct.float().mean()),
@@ -167,6 +236,10 @@ def certify(
         },
         n_examples=n,
         margins=margins,
+        float32_certified_accuracy={
+            name: {key: float(mask.float().mean()) for key, mask in by_radius.items()}
+            for name, by_radius in float32_masks.items()
+        },
     )
     if pgd_steps <= 0:
         return result
@@ -195,6 +268,16 @@ def certify(
                 raise SoundnessError(
                     f"example {index} is certified at ε={eps:g} ({name}, norm {norm}) but PGD "
                     "found an adversarial example: the certificate is wrong"
+                )
+        # float32 certificates are about the chain evaluated in float32: judge them there.
+        broken32 = margin_loss(float32_logits(chain, adversarial), ya) > 0
+        for name, by_radius in float32_masks.items():
+            bad = by_radius[radius_key(eps)][:m] & broken32
+            if bad.any():
+                index = int(bad.nonzero()[0])
+                raise SoundnessError(
+                    f"example {index} is certified for float32 inference at ε={eps:g} ({name}, "
+                    f"norm {norm}) but PGD found an adversarial example: the certificate is wrong"
                 )
     return result
 

@@ -57,6 +57,9 @@ def results_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     for method, by_radius in certified.items():
         for radius, value in by_radius.items():
             rows.append((f"certified @ {radius} ({method})", _percent(value)))
+    for method, by_radius in metrics.get("float32_certified_accuracy", {}).items():
+        for radius, value in by_radius.items():
+            rows.append((f"float32 certified @ {radius} ({method})", _percent(value)))
     for radius, value in metrics["pgd_accuracy"].items():
         rows.append((f"PGD accuracy @ {radius}", _percent(value)))
     rows.append(("train seconds", f"{metrics['train_seconds']:.1f}"))
