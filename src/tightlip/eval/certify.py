@@ -161,7 +161,8 @@ def certified_radii(
         backbone = chain.backbone()
         backbone_upper = trivial_bound(backbone, norm).value if backbone is not None else 1.0
     last = chain.affine_steps[-1].weight  # (C, h)
-    q_norms = class_pair_distances(last, y, norm) * (1 + RELATIVE_SLACK)  # ‖w_y − w_j‖_q
+    error = chain.affine_steps[-1].weight_error()  # |last − W| ≤ E (non-zero if merged)
+    q_norms = class_pair_distances(last, y, norm, weight_error=error) * (1 + RELATIVE_SLACK)
     global_scale = margin_constant(norm) * lipschitz_upper
     return _margins_from_gaps(correct, safe_gaps, others, global_scale, q_norms * backbone_upper)
 

@@ -57,7 +57,7 @@ def load_data(data_dir: Path | None, quick: bool, seed: int = 0) -> MnistData:
 def best_lower_bound(
     model: nn.Module, norm: NormName, starts: torch.Tensor, evaluation: EvalConfig
 ) -> Certificate:
-    """Gradient ascent on ‖J_f(x)‖ from data and random starts (see bounds/lower.py)."""
+    """Gradient ascent on ‖J_f(x)‖ from data and random starts (:mod:`tightlip.bounds.lower`)."""
     try:
         return lower_bound(
             model,
