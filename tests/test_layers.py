@@ -184,8 +184,8 @@ def test_certified_norm_rejects_nan_and_non_matrices() -> None:
 
 @pytest.mark.parametrize(
     "layer",
-    [nn.Conv2d(1, 2, 3), nn.BatchNorm1d(4), nn.Sigmoid(), nn.LayerNorm(4)],
-    ids=["conv2d", "batchnorm1d", "sigmoid", "layernorm"],
+    [nn.Conv2d(1, 2, 3), nn.BatchNorm1d(4), nn.GELU(), nn.LayerNorm(4)],
+    ids=["conv2d", "batchnorm1d", "gelu", "layernorm"],
 )
 def test_to_chain_rejects_unsupported_layers(layer: nn.Module) -> None:
     model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2))

@@ -22,9 +22,11 @@ from tightlip.layers.activation import (
 from tightlip.layers.clipped_relu import ClippedReLU
 from tightlip.layers.crelu import CReLU
 from tightlip.layers.groupsort import GroupSort, MaxMin
+from tightlip.layers.leaky_relu import LeakyReLU
 from tightlip.layers.linear import Linear
 from tightlip.layers.pieces import ElementwisePieces, Pieces, SortedGroupPieces
 from tightlip.layers.relu import ReLU
+from tightlip.layers.sigmoid import Sigmoid
 from tightlip.layers.sincos import SinCos
 from tightlip.layers.sinpair import SinPair
 from tightlip.layers.slope_form import ScalarPiece, SlopeForm
@@ -39,11 +41,13 @@ __all__ = [
     "ClippedReLU",
     "ElementwisePieces",
     "GroupSort",
+    "LeakyReLU",
     "Linear",
     "MaxMin",
     "Pieces",
     "ReLU",
     "ScalarPiece",
+    "Sigmoid",
     "SinCos",
     "SinPair",
     "SlopeForm",

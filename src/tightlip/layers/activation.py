@@ -147,7 +147,9 @@ def as_activation(module: nn.Module) -> Activation | None:
     """Translate a plain ``torch.nn`` activation into its tightlip description, else ``None``."""
     if isinstance(module, Activation):
         return module
-    for torch_type, name in ((nn.ReLU, "relu"), (nn.Tanh, "tanh")):
+    for torch_type, name in ((nn.ReLU, "relu"), (nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid")):
         if isinstance(module, torch_type):
             return make_activation(name)
+    if isinstance(module, nn.LeakyReLU):
+        return ACTIVATIONS.get("leaky-relu")(module.negative_slope)
     return None
