@@ -1,16 +1,17 @@
 """Datasets: what each one is, and how to find, check, load and fetch it.
 
-A :class:`Dataset` couples a :class:`DatasetInfo` (name, files per split, pinned SHA-256
-checksums, input shape, number of classes, download mirror, source) with the code that reads
-its file format. Datasets are registered in :data:`DATASETS` (a
-:class:`~tightlip.registry.Registry`), so a new data set is one entry: Fashion-MNIST is an
-:class:`IdxDataset` with its own checksums, another format (CIFAR-10 binary batches, a user's
-``.npz``) is one :class:`Dataset` subclass implementing :meth:`Dataset.read_split` and
-:meth:`Dataset.verify_file` (and overriding :meth:`Dataset.fetch` if its download is not a set
-of plain files).
+A :class:`Dataset` couples a :class:`DatasetInfo` (name, files per split, pinned checksums,
+input shape, number of classes, download mirror, source) with the code that reads its file
+format. Datasets are registered in :data:`DATASETS` (a :class:`~tightlip.registry.Registry`),
+so a new data set is one entry: Fashion-MNIST is an :class:`IdxDataset` with its own
+checksums (below); another format is one :class:`Dataset` subclass implementing
+:meth:`Dataset.read_split` and :meth:`Dataset.verify_file`: CIFAR-10's binary distribution in
+:mod:`tightlip.data.cifar`, a user's own ``.npz`` files in :mod:`tightlip.data.npz`.
 
-Loaded data is always ``float32`` inputs of shape ``(N, prod(input_shape))`` with pixels scaled
-to ``[0, 1]`` (divided by 255) and ``int64`` labels of shape ``(N,)``.
+Loaded data is always ``float32`` inputs of shape ``(N, prod(input_shape))`` in ``[0, 1]``
+(uint8 pixels divided by 255; float inputs as given, checked to lie in ``[0, 1]``) and
+``int64`` labels of shape ``(N,)``; :class:`DatasetSplits` also carries the input shape
+(channels first), so a model or a per-channel normalisation can restore it.
 
 MNIST (LeCun, Bottou, Bengio and Haffner, "Gradient-based learning applied to document
 recognition", Proc. IEEE 86(11), 1998; files from http://yann.lecun.com/exdb/mnist/) is read
@@ -26,13 +27,14 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from tightlip.data.checksums import check_file_digests
 from tightlip.data.fetch import Report, fetch_files
 from tightlip.data.idx import (
     IDX_IMAGES_MAGIC,
@@ -57,6 +59,9 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "DatasetSplits",
+    "FASHION_MNIST",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_SHA256",
     "IdxDataset",
     "MnistData",
     "Split",
@@ -74,6 +79,10 @@ SPLITS: tuple[Split, ...] = ("train", "test")
 Checksums = Mapping[str, str | None]
 """Per file name: the expected SHA-256, or ``None`` to skip that file's check."""
 
+ChecksumOf = Literal["content", "file"]
+"""What a pinned SHA-256 is the hash of: the decompressed ``content``, or the ``file`` as
+published (the only thing an MD5 published by a data set's authors can be checked against)."""
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -82,12 +91,16 @@ class DatasetInfo:
     Attributes:
         name: registry name, also the name of its directory (``mnist``).
         title: how messages name it (``MNIST``).
-        files: ``split → file names`` (their meaning is up to the format).
-        sha256: pinned checksum per file name (see the format for what is hashed).
-        input_shape: shape of one example, channels first (``(1, 28, 28)``).
-        num_classes: number of labels.
+        files: ``split → file names`` (their meaning is up to the format; two splits may
+            share a file, e.g. one archive).
+        sha256: pinned SHA-256 per file name, of what ``checksum_of`` says.
+        input_shape: shape of one example, channels first (``(1, 28, 28)``); ``()`` when the
+            files decide it (a user's own data).
+        num_classes: number of labels (``0``: the files decide it).
         url: base URL of a download mirror, or ``None`` if it cannot be fetched.
         source: where the data comes from (paper and site).
+        md5: MD5 per file name as published by the data set's authors, of the file itself.
+        checksum_of: ``"content"`` (decompressed bytes) or ``"file"`` (the file as published).
     """
 
     name: str
@@ -98,6 +111,8 @@ class DatasetInfo:
     num_classes: int
     url: str | None = None
     source: str = ""
+    md5: Mapping[str, str] = field(default_factory=dict)
+    checksum_of: ChecksumOf = "content"
 
     @property
     def input_dim(self) -> int:
@@ -105,13 +120,18 @@ class DatasetInfo:
         return math.prod(self.input_shape)
 
     def all_files(self) -> tuple[str, ...]:
-        """Every file name, split by split."""
-        return tuple(name for split in SPLITS for name in self.files.get(split, ()))
+        """Every file name, split by split, each once."""
+        names = (name for split in SPLITS for name in self.files.get(split, ()))
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass
 class DatasetSplits:
-    """Train and test splits: ``*_x`` float32 ``(N, d)`` in ``[0, 1]``, ``*_y`` int64 ``(N,)``."""
+    """Train and test splits: ``*_x`` float32 ``(N, d)`` in ``[0, 1]``, ``*_y`` int64 ``(N,)``.
+
+    ``input_shape`` is the shape of one example, channels first (``(1, 28, 28)``,
+    ``(3, 32, 32)``, or ``(d,)`` for flat data); ``None`` means flat, ``(d,)``.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -119,11 +139,18 @@ class DatasetSplits:
     test_y: torch.Tensor
     data_dir: Path | None = None
     num_classes: int = 10
+    input_shape: tuple[int, ...] | None = None
+    dataset: str = "mnist"
 
     @property
     def input_dim(self) -> int:
         """Number of input features (784 for MNIST)."""
         return int(self.train_x.shape[1])
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """:attr:`input_shape`, or ``(input_dim,)`` when it is not known."""
+        return self.input_shape if self.input_shape is not None else (self.input_dim,)
 
     def __repr__(self) -> str:
         return (
@@ -203,6 +230,37 @@ class Dataset(ABC):
         """The pinned checksums, with ``overrides`` applied."""
         return {**self.info.sha256, **(overrides or {})}
 
+    def file_digests(self, name: str, sha256: str | None) -> dict[str, str | None]:
+        """The digests a file as published must have: ``sha256``, and the authors' MD5 when
+        ``sha256`` is the pinned value (an override names another file, so the MD5 is moot)."""
+        pinned = sha256 is not None and sha256 == self.info.sha256.get(name)
+        return {"sha256": sha256, "md5": self.info.md5.get(name) if pinned else None}
+
+    def check_published_file(
+        self, path: Path, name: str, sha256: str | None, cached: bool = True
+    ) -> None:
+        """Check the file ``name`` found at ``path`` against its digests as published.
+
+        An uncompressed copy (``path`` named without ``.gz``) cannot match digests of the
+        compressed file, so it is refused with what to do instead.
+        """
+        digests = self.file_digests(name, sha256)
+        if all(v is None for v in digests.values()):
+            return
+        if name.endswith(".gz") and path.name == name.removesuffix(".gz"):
+            raise DatasetError(
+                f"{path.name}: the pinned checksums of {self.info.title} are those of the "
+                f"published file {name}, and cannot be checked on an uncompressed copy (file "
+                f"{path}); put the original {name} there, or pass --no-verify (verify=False) "
+                "to skip the checksums"
+            )
+        check_file_digests(
+            path,
+            digests,
+            cached,
+            hint="use --no-verify (verify=False) only for files you made yourself",
+        )
+
     def check_split_name(self, split: str) -> None:
         """Raise :class:`BadArgumentError` unless this data set has ``split``."""
         if split not in self.info.files:
@@ -229,11 +287,28 @@ class Dataset(ABC):
     def to_tensors(
         self, inputs: np.ndarray, labels: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fresh ``float32 (N, d)`` inputs in ``[0, 1]`` (uint8 / 255) and ``int64 (N,)`` labels."""
-        pixels = torch.from_numpy(np.array(inputs, dtype=np.uint8, copy=True))  # cache read-only
-        x = pixels.reshape(pixels.shape[0], -1).to(torch.float32).div_(255.0)
+        """Fresh ``float32 (N, d)`` inputs in ``[0, 1]`` and ``int64 (N,)`` labels.
+
+        uint8 inputs are pixels, divided by 255; float inputs (already checked to lie in
+        ``[0, 1]`` by the format) are rounded to float32, which keeps them in ``[0, 1]``
+        (rounding is monotone and 0 and 1 are representable).
+        """
+        if inputs.dtype == np.uint8:
+            pixels = torch.from_numpy(np.array(inputs, copy=True))  # the cache is read-only
+            x = pixels.reshape(pixels.shape[0], -1).to(torch.float32).div_(255.0)
+        else:
+            x = torch.from_numpy(np.array(inputs, dtype=np.float32, copy=True))
+            x = x.reshape(x.shape[0], -1)
         y = torch.from_numpy(labels.astype(np.int64))
         return x, y
+
+    def classes_of(self, splits: Mapping[Split, tuple[np.ndarray, np.ndarray]]) -> int:
+        """The number of classes (:attr:`DatasetInfo.num_classes`; formats may read the files)."""
+        return self.info.num_classes
+
+    def shape_of(self, splits: Mapping[Split, tuple[np.ndarray, np.ndarray]]) -> tuple[int, ...]:
+        """The shape of one example (:attr:`DatasetInfo.input_shape`, else the train split's)."""
+        return tuple(self.info.input_shape) or tuple(splits["train"][0].shape[1:])
 
     def load(
         self,
@@ -275,14 +350,22 @@ class Dataset(ABC):
         """
         directory = self.locate(data_dir)
         limits: dict[Split, int | None] = {"train": train_limit, "test": test_limit}
+        raw = {split: self.read_split(directory, split, verify) for split in limits}
+        classes, shape = self.classes_of(raw), self.shape_of(raw)
         tensors: list[torch.Tensor] = []
         for stream, (split, limit) in enumerate(limits.items()):
-            inputs, labels = self.read_split(directory, split, verify)
+            inputs, labels = raw[split]
             if limit is not None:
                 index = stratified_subset(labels, limit, seed=2 * seed + stream)
                 inputs, labels = inputs[index], labels[index]
             tensors += self.to_tensors(inputs, labels)
-        return DatasetSplits(*tensors, data_dir=directory, num_classes=self.info.num_classes)
+        return DatasetSplits(
+            *tensors,
+            data_dir=directory,
+            num_classes=classes,
+            input_shape=shape,
+            dataset=self.info.name,
+        )
 
     def fetch(
         self,
@@ -368,9 +451,7 @@ class IdxDataset(Dataset):
                 (images, image_path, image_name),
                 (labels, label_path, label_name),
             ):
-                expected = sums.get(name)
-                if expected is not None:
-                    check_sha256(record, path, expected)
+                self._check_pins(record, path, name, sums.get(name), cached=True)
         if images.array.shape[0] != labels.array.shape[0]:
             raise DatasetError(
                 f"{image_path.name} holds {images.array.shape[0]} images but {label_path.name} "
@@ -390,8 +471,16 @@ class IdxDataset(Dataset):
             record = decode_idx(read_decompressed(path, gz=name.endswith(".gz")), path, magic)
         if is_images:
             self._check_images(record, path)
-        if expected_sha256 is not None:
-            check_sha256(record, path, expected_sha256)
+        self._check_pins(record, path, name, expected_sha256, cached)
+
+    def _check_pins(
+        self, record: IdxRecord, path: Path, name: str, sha256: str | None, cached: bool
+    ) -> None:
+        """The pinned checksums of one file: of its content or of the file as published."""
+        if self.info.checksum_of == "file":
+            self.check_published_file(path, name, sha256, cached)
+        elif sha256 is not None:
+            check_sha256(record, path, sha256)
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -440,6 +529,52 @@ MNIST = DATASETS.register(
             "http://yann.lecun.com/exdb/mnist/",
         )
     ),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# --------------------------------------------------------------------------------------------
+
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+"""The download mirror named in the Fashion-MNIST README (any mirror works: checksums decide)."""
+
+FASHION_MNIST_MD5: dict[str, str] = {
+    # MD5 of each .gz file as published in the Fashion-MNIST README (Xiao, Rasul and Vollgraf
+    # 2017), the same values torchvision's FashionMNIST pins.
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+FASHION_MNIST_SHA256: dict[str, str] = {
+    # SHA-256 of the same .gz files. The README publishes only MD5s; these sums are the ones
+    # pinned by several independent loaders of the published files. Both are checked.
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+}
+
+FASHION_MNIST = DATASETS.register(
+    "fashion-mnist",
+    IdxDataset(
+        DatasetInfo(
+            name="fashion-mnist",
+            title="Fashion-MNIST",
+            files=MNIST_FILES,
+            sha256=FASHION_MNIST_SHA256,
+            md5=FASHION_MNIST_MD5,
+            checksum_of="file",
+            input_shape=(1, 28, 28),
+            num_classes=10,
+            url=FASHION_MNIST_URL,
+            source="Xiao, Rasul and Vollgraf, Fashion-MNIST, arXiv:1708.07747, 2017; "
+            "https://github.com/zalandoresearch/fashion-mnist",
+        )
+    ),
+    aliases=("fashion",),
 )
 
 
