@@ -136,6 +136,7 @@ METHODS.register(
         objective=objective,
         certified_bound=trivial_certificate,
         certify_local=certify_local,
+        input_normalization=False,
         defaults={
             "lr": 1e-3,
             "loss": "gloro",

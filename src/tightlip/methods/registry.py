@@ -14,7 +14,11 @@ A method answers everything the harness needs to train and certify it:
   "certified_mask": {radius: BoolTensor}}``; every such mask is attacked like the global ones;
 * ``defaults``: the method's published settings, as overrides of the built-in defaults
   (:func:`tightlip.config.merge_settings`); keys that are not configuration fields (e.g.
-  Sandwich's ``gamma``) are method options passed to ``build`` and ``objective``.
+  Sandwich's ``gamma``) are method options passed to ``build`` and ``objective``;
+* ``input_normalization``: whether its model may sit behind a fixed per-channel input
+  normalisation (:mod:`tightlip.models.normalized`): true when its objective and certified
+  bound read the network only through its forward pass, its chain and its layers' Lipschitz
+  constants, false when they need the model's own class (e.g. Sandwich's γ).
 
 tightlip itself is one method among the others (:mod:`tightlip.methods.tightlip`).
 """
@@ -54,6 +58,8 @@ class Method:
     description: str = ""
     #: how this implementation departs from the published method, and why
     deviations: str = "none"
+    #: whether the model may be wrapped in a fixed input normalisation (module docstring)
+    input_normalization: bool = True
 
 
 METHODS: Registry[Method] = Registry("training method")

@@ -69,6 +69,7 @@ METHODS.register(
             "gamma": SANDWICH_GAMMA,
         },
         description="Sandwich layers (Wang & Manchester 2023), Lip ≤ γ by construction",
+        input_normalization=False,
         deviations=(
             "MLP of matched widths instead of LBDN's conv nets; lr schedule cosine (TrainConfig "
             "has cosine/constant only) instead of the piecewise-linear 0→lr→lr/20→0; offset "

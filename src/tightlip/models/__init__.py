@@ -7,12 +7,19 @@ local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`)
 plain      ReLU MLP (:mod:`.standard`)
 specnorm   spectrally normalised ReLU MLP (:mod:`.standard`)
 orthogonal orthogonal weights + MaxMin (:mod:`.standard`)
+normalized any of them behind a fixed per-channel input normalisation (:mod:`.normalized`)
 ========== ======================================================================
 
 Importing this package registers every kind in :data:`MODEL_KINDS`.
 """
 
-from tightlip.models import local_lip, mlp, sandwich, standard  # noqa: F401  (registration)
+from tightlip.models import (  # noqa: F401  (registration)
+    local_lip,
+    mlp,
+    normalized,
+    sandwich,
+    standard,
+)
 from tightlip.models.local_lip import LocalLipMLP
 from tightlip.models.registry import MODEL_KINDS, build_from_description
 from tightlip.models.sandwich import SandwichMLP
