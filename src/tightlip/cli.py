@@ -22,7 +22,13 @@ from rich.table import Table
 from tightlip.bounds import upper_methods
 from tightlip.bounds.portfolio import portfolio
 from tightlip.certificate import Certificate
-from tightlip.data import DatasetError, default_fetch_dir, get_dataset, resolve_data_dir
+from tightlip.data import (
+    DATASETS,
+    DatasetError,
+    default_fetch_dir,
+    get_dataset,
+    resolve_data_dir,
+)
 from tightlip.errors import BadArgumentError, ModelShapeError, TightlipError
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import (
@@ -70,6 +76,30 @@ DataOption = Annotated[
         help="dataset directory (else $TIGHTLIP_DATA, else the user cache "
         "$XDG_CACHE_HOME/tightlip/DATASET or ~/.cache/tightlip/DATASET, else "
         "../shared/datasets/DATASET; `tightlip data where` shows the choice)",
+    ),
+]
+DatasetOption = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help=f"one of {', '.join(DATASETS.names())} (files: train.npz and test.npz with arrays "
+        "x and y in --data DIR)",
+    ),
+]
+VerifyOption = Annotated[
+    bool,
+    typer.Option(
+        "--verify/--no-verify",
+        help="check the data set's pinned checksums (--no-verify: for files you made yourself)",
+    ),
+]
+NormalizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--normalize",
+        help="per-channel input normalisation, folded into the model's first layer so that "
+        "bounds and radii stay in raw-input units: none, auto (from the training data) or "
+        "MEANS/STDS, e.g. 0.49,0.48,0.45/0.25,0.24,0.26 (default none)",
     ),
 ]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")]
@@ -164,6 +194,9 @@ def _train_and_report(
     override: bool,
     force: bool,
     certify_after: bool = True,
+    dataset: str = "mnist",
+    verify: bool = True,
+    normalize: str | None = None,
 ) -> None:
     """The one implementation behind ``run`` and ``train``."""
     _set_threads()
@@ -171,11 +204,18 @@ def _train_and_report(
         settings = merge_settings(method, preset, explicit, quick=quick)
         check_fresh_output(out, resume=resume, override=override, force=force)
         run = RunConfig(
-            settings=settings, out_dir=out, data_dir=data, resume=resume, override=override
+            settings=settings,
+            out_dir=out,
+            data_dir=data,
+            resume=resume,
+            override=override,
+            dataset=get_dataset(dataset).info.name,
+            verify=verify,
+            normalize=normalize,
         )
         if not certify_after:
-            dataset = load_data(data, quick, settings.train.seed)
-            _, seconds = build_and_train(run, dataset)
+            loaded = load_data(data, quick, settings.train.seed, run.dataset, verify)
+            _, seconds = build_and_train(run, loaded)
             console.print(f"trained in {seconds:.1f} s; checkpoint in {out / 'checkpoint'}")
             return
         metrics = run_experiment(run)
@@ -189,6 +229,8 @@ def _train_and_report(
 def run(
     out: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/default"),
     data: DataOption = None,
+    dataset: DatasetOption = "mnist",
+    verify: VerifyOption = True,
     quick: QuickOption = False,
     preset: Annotated[
         str,
@@ -227,6 +269,8 @@ def run(
         resume=resume,
         override=override,
         force=force,
+        dataset=dataset,
+        verify=verify,
     )
 
 
@@ -234,6 +278,9 @@ def run(
 def train(
     out: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/train"),
     data: DataOption = None,
+    dataset: DatasetOption = "mnist",
+    verify: VerifyOption = True,
+    normalize: NormalizeOption = None,
     quick: QuickOption = False,
     method: Annotated[
         str | None, typer.Option(help=f"one of {', '.join(METHODS.names())} (default tightlip)")
@@ -325,6 +372,9 @@ def train(
         override=override,
         force=force,
         certify_after=certify_after,
+        dataset=dataset,
+        verify=verify,
+        normalize=normalize,
     )
 
 
@@ -360,7 +410,13 @@ def certify(
         target = certify_output_dir(checkpoint.directory, out, force=force)
         config = checkpoint.config
         norm = parse_norm(config.get("train", {}).get("norm", "2"))
-        dataset = load_data(data, quick)
+        trained_on = config.get("data", {})  # the data set of the run, as it was read
+        dataset = load_data(
+            data,
+            quick,
+            dataset=trained_on.get("dataset", "mnist"),
+            verify=trained_on.get("verify", True),
+        )
         metrics = evaluate(
             checkpoint.model,
             norm,
@@ -522,7 +578,9 @@ def bound(
 
 @data_app.command("fetch")
 def data_fetch(
-    dataset: Annotated[str, typer.Argument(help="dataset name (mnist)")] = "mnist",
+    dataset: Annotated[
+        str, typer.Argument(help=f"dataset name ({', '.join(DATASETS.names())})")
+    ] = "mnist",
     url: Annotated[
         str | None, typer.Option(help="base URL of the dataset's files (default: a public mirror)")
     ] = None,
@@ -557,7 +615,9 @@ def data_fetch(
 
 @data_app.command("where")
 def data_where(
-    dataset: Annotated[str, typer.Argument(help="dataset name (mnist)")] = "mnist",
+    dataset: Annotated[
+        str, typer.Argument(help=f"dataset name ({', '.join(DATASETS.names())})")
+    ] = "mnist",
     data: DataOption = None,
 ) -> None:
     """Print the directory that commands would read the dataset from."""

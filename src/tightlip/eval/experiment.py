@@ -1,4 +1,4 @@
-"""The end-to-end job: train on MNIST, bound, certify, attack, and write the report.
+"""The end-to-end job: train on a data set (MNIST by default), bound, certify, attack, report.
 
 ``evaluate`` is shared by ``tightlip run``, ``tightlip train`` and ``tightlip certify``, so
 every method (tightlip and the baselines) is measured by the same code into the same
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch import nn
 import tightlip
 from tightlip.bounds import MethodNotApplicableError, lower_bound
 from tightlip.certificate import Certificate, tightness
-from tightlip.data import MnistData, load_mnist_splits
+from tightlip.data import DatasetSplits, MnistData, get_dataset, parse_normalization
 from tightlip.errors import ModelShapeError, SoundnessError
 from tightlip.eval.certify import DEFAULT_RADII, certify, radius_key
 from tightlip.eval.config import EvalConfig
@@ -43,15 +43,39 @@ class RunConfig:
     #: with ``resume``: continue although settings differ from the checkpoint's (recorded)
     override: bool = False
     progress: bool = True
+    #: a registered data set (:data:`tightlip.data.DATASETS`): mnist, fashion-mnist, cifar10,
+    #: files (the user's train.npz / test.npz)
+    dataset: str = "mnist"
+    #: check the pinned checksums (``--no-verify`` skips them for files the user made)
+    verify: bool = True
+    #: ``--normalize``: none, auto (from the training data) or MEANS/STDS per channel
+    normalize: str | None = None
 
 
-def load_data(data_dir: Path | None, quick: bool, seed: int = 0) -> MnistData:
-    return load_mnist_splits(
+def load_data(
+    data_dir: Path | None,
+    quick: bool,
+    seed: int = 0,
+    dataset: str = "mnist",
+    verify: bool = True,
+) -> DatasetSplits:
+    """Both splits of a registered data set; ``quick`` takes the stratified smoke-test subset."""
+    return get_dataset(dataset).load_splits(
         data_dir,
         train_limit=QUICK_TRAIN_EXAMPLES if quick else None,
         test_limit=QUICK_TEST_EXAMPLES if quick else None,
         seed=seed,
+        verify=verify,
     )
+
+
+def fit_to_data(settings: Settings, data: DatasetSplits) -> Settings:
+    """The settings with the model's input size (and shape, if the model has one) and its
+    number of classes taken from the data."""
+    changes: dict[str, Any] = {"input_dim": data.input_dim, "num_classes": data.num_classes}
+    if "input_shape" in {f.name for f in fields(settings.spec)}:
+        changes["input_shape"] = data.example_shape
+    return replace(settings, spec=replace(settings.spec, **changes))
 
 
 def best_lower_bound(
@@ -197,7 +221,7 @@ def write_outputs(out_dir: Path, metrics: dict[str, Any]) -> None:
 
 def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
     """Train the run's method; returns the model and the training seconds."""
-    settings = run.settings
+    settings = fit_to_data(run.settings, data)
     result = fit(
         settings.method,
         settings.spec,
@@ -209,19 +233,27 @@ def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
         resume=run.resume,
         override=run.override,
         progress=run.progress,
+        normalization=parse_normalization(run.normalize, data.train_x, data.example_shape),
+        input_shape=data.example_shape,
+        data_description={"dataset": data.dataset, "verify": run.verify},
     )
     return result.model, result.train_seconds
 
 
 def run_experiment(run: RunConfig) -> dict[str, Any]:
     """Train, certify and report; returns the metrics written to ``out_dir/metrics.json``."""
-    settings = run.settings
-    data = load_data(run.data_dir, settings.quick, settings.train.seed)
+    data = load_data(
+        run.data_dir, run.settings.quick, run.settings.train.seed, run.dataset, run.verify
+    )
+    settings = fit_to_data(run.settings, data)
     model, train_seconds = build_and_train(run, data)
     config = {
         **settings.to_dict(),
         "train_examples": int(data.train_x.shape[0]),
+        "dataset": data.dataset,
         "data_dir": str(data.data_dir) if data.data_dir else None,
+        "verify": run.verify,
+        "normalize": run.normalize,
     }
     metrics = evaluate(
         model,

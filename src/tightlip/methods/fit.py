@@ -39,6 +39,7 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     normalization: Normalization | None = None,
     input_shape: tuple[int, ...] | None = None,
+    data_description: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``method`` (a name or a :class:`Method`) on ``(train_x, train_y)``.
 
@@ -46,7 +47,8 @@ def fit(
     own parameters (e.g. Sandwich's ``gamma``). Checkpoints go to ``out_dir`` every epoch;
     ``resume``/``override`` as in :func:`tightlip.train.loop.train`. ``normalization`` puts a
     fixed per-channel normalisation of inputs of ``input_shape`` (default: flat) in front of
-    the model (module docstring).
+    the model (module docstring). ``data_description`` (e.g. ``{"dataset": "cifar10"}``) is
+    saved in the checkpoint, so ``certify`` knows which data the model was trained on.
     """
     chosen = METHODS.get(method) if isinstance(method, str) else method
     if spec.norm != config.norm:
@@ -72,6 +74,7 @@ def fit(
         progress=progress,
         stop_after_epochs=stop_after_epochs,
         on_epoch_end=on_epoch_end,
+        data_description=data_description,
     )
 
 

@@ -150,13 +150,15 @@ def train(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    data_description: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` with Adam on ``objective``; checkpoint to ``out_dir`` every epoch.
 
     ``resume=True`` continues from ``out_dir``'s checkpoint; settings that differ from the
     checkpoint's raise :class:`BadArgumentError` naming each, unless ``override=True``, which
     records them in the history (module docstring). ``stop_after_epochs`` ends the run early
-    (as if interrupted), which the resume test uses.
+    (as if interrupted), which the resume test uses. ``data_description`` (which data set) is
+    stored in the checkpoint's JSON under ``data``; it is not a training setting.
     """
     if train_x.shape[0] != train_y.shape[0]:
         raise ModelShapeError(f"{train_x.shape[0]} inputs but {train_y.shape[0]} labels")
@@ -251,6 +253,7 @@ def train(
                     "history": history,
                     "train_seconds": train_seconds,
                     "optimizer": optimizer_json,
+                    "data": dict(data_description or {}),
                 },
                 extra_tensors=extra,
             )
