@@ -19,7 +19,8 @@ operator, never its type.
 its factors: ``apply`` runs through the factors, so evaluation is as exact as evaluating the
 layers one by one, while ``dense()`` is the float64 product with a certified entrywise error
 (below). Other operators (e.g. a convolution, whose input has a spatial ``input_shape``) only
-need to implement the same methods.
+need to implement the same methods (:mod:`tightlip.convolution` holds the convolution and
+average-pooling operators). :class:`Identity` is the identity map, exact and of norm 1.
 
 Rounding of a merged product (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd
 ed., §3.5 and Lemma 3.3). For float matrices ``X`` (r×m) and ``Y`` (m×n), barring underflow,
@@ -58,6 +59,11 @@ from tightlip.norms import (
 
 #: ``dense()`` refuses matrices with more entries than this unless asked for more (512 MiB)
 DENSE_ENTRY_LIMIT = 2**26
+
+#: a product's certified norm uses its dense matrix only if it and every factor have at most this
+#: many entries (32 MiB); above it (e.g. a convolution followed by pooling), the product of the
+#: factors' certified norms, which never densifies a structured operator
+NORM_DENSE_LIMIT = 2**22
 
 #: a product's factor norms are computed only when its dense error is at least this fraction of
 #: its dense norm (they can only help then; both routes are sound)
@@ -180,6 +186,68 @@ class Dense:
         return f"Dense({self.out_features}×{self.in_features}, name={self.name!r})"
 
 
+class Identity:
+    """The identity on ``R^n`` (``exact_dense``, norm exactly 1 in every p).
+
+    :func:`~tightlip.model.to_chain` places it between two consecutive nonlinear steps (an
+    activation followed by max pooling), so that a chain still alternates affine steps and
+    activations without a dense ``n × n`` matrix.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        input_shape: tuple[int, ...] | None = None,
+        name: str = "identity",
+    ) -> None:
+        if features < 1:
+            raise ModelShapeError(f"{name}: needs a positive size, got {features}")
+        if input_shape is not None and math.prod(input_shape) != features:
+            raise ModelShapeError(
+                f"{name}: input_shape {input_shape} does not have {features} entries"
+            )
+        self.features = features
+        self.name = name
+        self._input_shape = None if input_shape is None else tuple(input_shape)
+
+    @property
+    def in_features(self) -> int:
+        return self.features
+
+    @property
+    def out_features(self) -> int:
+        return self.features
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self._input_shape
+
+    @property
+    def exact_dense(self) -> bool:
+        return True
+
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        return h
+
+    def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+    def certified_norm(self, norm: NormName) -> float:
+        return 1.0
+
+    def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        check_dense_size(self.features, self.features, max_entries, self.name)
+        return torch.eye(self.features, dtype=torch.float64)
+
+    def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        check_dense_size(self.features, self.features, max_entries, self.name)
+        return torch.zeros(self.features, self.features, dtype=torch.float64)
+
+    def __repr__(self) -> str:
+        return f"Identity({self.features}, name={self.name!r})"
+
+
 class Product:
     """``A_k ⋯ A_1`` kept as its factors (``factors[0]`` is applied first); module docstring."""
 
@@ -233,7 +301,10 @@ class Product:
         return self._dense_and_error(max_entries)[1]
 
     def certified_norm(self, norm: NormName) -> float:
-        """``min(∏ ‖A_i‖, ‖P̂‖ + ‖E‖)``, each term certified (module docstring)."""
+        """``min(∏ ‖A_i‖, ‖P̂‖ + ‖E‖)``, each term certified (module docstring); only
+        ``∏ ‖A_i‖`` when a matrix involved has more than :data:`NORM_DENSE_LIMIT` entries."""
+        if norm not in self._norms and not self._dense_affordable():
+            self._norms[norm] = product_rounded_up(f.certified_norm(norm) for f in self.factors)
         if norm not in self._norms:
             dense, error = self._dense_and_error(None)
             dense_norm = certified_operator_norm(dense, norm)
@@ -243,6 +314,12 @@ class Product:
                 value = min(value, product_rounded_up(f.certified_norm(norm) for f in self.factors))
             self._norms[norm] = value
         return self._norms[norm]
+
+    def _dense_affordable(self) -> bool:
+        """Whether the product and every factor have at most ``NORM_DENSE_LIMIT`` entries."""
+        sizes = [self.out_features * self.in_features]
+        sizes += [f.out_features * f.in_features for f in self.factors]
+        return max(sizes) <= NORM_DENSE_LIMIT
 
     def _dense_and_error(self, max_entries: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)

@@ -1,0 +1,300 @@
+"""Convolution and average pooling as :class:`~tightlip.operators.LinearOperator` objects.
+
+:class:`Conv2dOperator` is a bias-free 2-D convolution (groups 1; stride, dilation, zero or
+circular padding) acting on flat rows ``(..., C·H·W)`` reshaped to its ``input_shape``
+``(C, H, W)`` in C order; :class:`AvgPool2dOperator` is average pooling, the same structure
+with one all-ones kernel per channel divided by the window size. Both answer the protocol's
+questions without ever forming their matrix unless asked (``dense(max_entries)``):
+
+* ``apply`` / ``apply_transpose`` by ``conv2d`` / ``conv_transpose2d`` in the argument's dtype
+  (differentiable; circular padding by a periodic index, whose adjoint sums the wrapped parts);
+* ``certified_norm``: ℓ1 and ℓ∞ exactly from the absolute row and column sums
+  (:mod:`tightlip.convolution.abs_sums`); ℓ2 the smallest of three sound bounds — the Fourier
+  bound of :mod:`tightlip.convolution.spectral` (Sedghi et al. 2019, with the polyphase form for
+  strides), Schur's ``√(‖A‖₁ ‖A‖_∞)`` (Higham, *Accuracy and Stability*, §6.3), and, when the
+  matrix is small (:data:`DENSE_SVD_LIMIT`), the certified SVD of the matrix itself
+  (:func:`tightlip.norms.certified_operator_norm`), which is exact up to its margin;
+* ``dense``: the matrix built entry by entry from the kernel (each entry is one kernel value,
+  so it is exact), refused above ``max_entries`` with
+  :class:`~tightlip.errors.MethodNotApplicableError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tightlip.convolution.abs_sums import certified_inf_norm, certified_one_norm
+from tightlip.convolution.geometry import Axis, conv_axes
+from tightlip.convolution.spectral import circulant_spectral_bound
+from tightlip.errors import ModelShapeError
+from tightlip.norms import (
+    UNIT_ROUNDOFF,
+    NormName,
+    certified_operator_norm,
+    product_rounded_up,
+    round_up,
+)
+from tightlip.operators import DENSE_ENTRY_LIMIT, check_dense_size
+
+#: ℓ2 also tries the certified SVD of the dense matrix when ``m · n · min(m, n)`` is at most this
+#: (about a second of LAPACK on one core)
+DENSE_SVD_LIMIT = 2**30
+#: dense matrices up to this many entries are kept once built
+_CACHE_ENTRIES = 2**22
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+class Conv2dOperator:
+    """``x ↦ K ⋆ x`` on ``input_shape = (c_in, H, W)`` (module docstring)."""
+
+    def __init__(
+        self,
+        kernel: torch.Tensor,
+        input_shape: tuple[int, int, int],
+        *,
+        stride: tuple[int, int] = (1, 1),
+        dilation: tuple[int, int] = (1, 1),
+        padding: Padding = ((0, 0), (0, 0)),
+        circular: bool = False,
+        name: str = "conv",
+    ) -> None:
+        k = torch.as_tensor(kernel).detach().to(device="cpu", dtype=torch.float64)
+        if k.ndim != 4:
+            raise ModelShapeError(f"{name}: kernel must be 4-D, got shape {tuple(k.shape)}")
+        if not bool(torch.isfinite(k).all()):
+            raise ValueError(f"{name}: kernel contains NaN or infinite entries")
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3 or shape[0] != k.shape[1]:
+            raise ModelShapeError(
+                f"{name}: a kernel with {k.shape[1]} input channels cannot read an input of "
+                f"shape {shape}"
+            )
+        self.kernel = k
+        self.name = name
+        self.stride, self.dilation, self.padding = stride, dilation, padding
+        self.circular = circular
+        self.axes: tuple[Axis, Axis] = conv_axes(
+            (shape[1], shape[2]), (k.shape[2], k.shape[3]), stride, dilation, padding, circular
+        )
+        self._input_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        self.output_shape = (k.shape[0], self.axes[0].output, self.axes[1].output)
+        self._norms: dict[str, float] = {}
+        self._dense: torch.Tensor | None = None
+
+    # --- sizes -------------------------------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        return math.prod(self._input_shape)
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.output_shape)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape
+
+    @property
+    def exact_dense(self) -> bool:
+        return True
+
+    # --- evaluation --------------------------------------------------------------------------
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        lead = h.shape[:-1]
+        x = h.reshape(-1, *self._input_shape)
+        y = F.conv2d(
+            self._pad(x),
+            self.kernel.to(dtype=h.dtype, device=h.device),
+            stride=self.stride,
+            dilation=self.dilation,
+        )
+        return y.reshape(*lead, self.out_features)
+
+    def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
+        lead = g.shape[:-1]
+        y = g.reshape(-1, *self.output_shape)
+        padded_hw = [a.size + a.pad_before + a.pad_after for a in self.axes]
+        extra = [
+            padded_hw[i] - ((a.output - 1) * a.stride + a.span) for i, a in enumerate(self.axes)
+        ]
+        x = F.conv_transpose2d(
+            y,
+            self.kernel.to(dtype=g.dtype, device=g.device),
+            stride=self.stride,
+            dilation=self.dilation,
+            output_padding=tuple(extra),
+        )
+        return self._unpad(x).reshape(*lead, self.in_features)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        (top, bottom), (left, right) = self.padding
+        if not self.circular:
+            return F.pad(x, (left, right, top, bottom))
+        for dim, axis in ((2, self.axes[0]), (3, self.axes[1])):
+            x = x.index_select(dim, _periodic_index(axis, x.device))
+        return x
+
+    def _unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """The adjoint of :meth:`_pad`: crop (zero padding) or fold (circular padding)."""
+        (top, _), (left, _) = self.padding
+        _, height, width = self._input_shape
+        if not self.circular:
+            return x[:, :, top : top + height, left : left + width]
+        for dim, axis in ((2, self.axes[0]), (3, self.axes[1])):
+            shape = list(x.shape)
+            shape[dim] = axis.size
+            x = x.new_zeros(shape).index_add(dim, _periodic_index(axis, x.device), x)
+        return x
+
+    # --- what verifiers ask ------------------------------------------------------------------
+    def certified_norm(self, norm: NormName) -> float:
+        if norm not in self._norms:
+            self._norms[norm] = self._certified_norm(norm)
+        return self._norms[norm]
+
+    def _certified_norm(self, norm: NormName) -> float:
+        if norm == "1":
+            return certified_one_norm(self.kernel, self.axes)
+        if norm == "inf":
+            return certified_inf_norm(self.kernel, self.axes)
+        schur = round_up(
+            math.sqrt(product_rounded_up((self.certified_norm("1"), self.certified_norm("inf"))))
+        )
+        value = min(schur, circulant_spectral_bound(self.kernel, self.axes))
+        m, n = self.out_features, self.in_features
+        if m * n * min(m, n) <= DENSE_SVD_LIMIT:
+            value = min(value, certified_operator_norm(self.dense(None), "2"))
+        return value
+
+    def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        check_dense_size(self.out_features, self.in_features, max_entries, self.name)
+        if self._dense is not None:
+            return self._dense
+        matrix = self._build_dense()
+        if matrix.numel() <= _CACHE_ENTRIES:
+            self._dense = matrix
+        return matrix
+
+    def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        check_dense_size(self.out_features, self.in_features, max_entries, self.name)
+        return torch.zeros(self.out_features, self.in_features, dtype=torch.float64)
+
+    def _build_dense(self) -> torch.Tensor:
+        """Entry by entry: tap ``(u, v)`` of row ``(o, a, b)`` is column ``(i, pos_h, pos_w)``."""
+        c_out, out_h, out_w = self.output_shape
+        c_in, height, width = self._input_shape
+        matrix = torch.zeros(out_h, out_w, height, width, c_out, c_in, dtype=torch.float64)
+        pos_h, pos_w = (torch.from_numpy(a.positions()) for a in self.axes)
+        ok_h, ok_w = (torch.from_numpy(a.valid()).bool() for a in self.axes)
+        rows_h, rows_w = torch.arange(out_h), torch.arange(out_w)
+        for u in range(self.kernel.shape[2]):
+            for v in range(self.kernel.shape[3]):
+                a, b = rows_h[ok_h[:, u]], rows_w[ok_w[:, v]]
+                h, w = pos_h[a, u] % height, pos_w[b, v] % width
+                matrix[a[:, None], b[None, :], h[:, None], w[None, :]] += self.kernel[:, :, u, v]
+        return matrix.permute(4, 0, 1, 5, 2, 3).reshape(self.out_features, self.in_features)
+
+    def __repr__(self) -> str:
+        return (
+            f"Conv2dOperator({self._input_shape} → {self.output_shape}, stride={self.stride}, "
+            f"dilation={self.dilation}, padding={self.padding}, circular={self.circular}, "
+            f"name={self.name!r})"
+        )
+
+
+class AvgPool2dOperator:
+    """Average pooling on ``input_shape = (C, H, W)``: ``y[c] = (1/D) Σ_window x̃[c]``.
+
+    The window sum is the convolution of each channel with an all-ones ``k_h × k_w`` kernel on
+    zero-padded input (``count_include_pad``: the divisor ``D`` is fixed, ``k_h k_w`` or the
+    ``divisor_override``). The channels are independent copies of one single-channel operator
+    ``U``, so ``A = (I_C ⊗ U) / D`` and ``‖A‖_p = ‖U‖_p / D`` in every p: ℓ1 is the largest
+    number of windows covering a pixel over ``D``, ℓ∞ the largest number of real pixels in a
+    window over ``D`` (both exact), ℓ2 is ``U``'s bound over ``D``.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        kernel: tuple[int, int],
+        *,
+        stride: tuple[int, int],
+        padding: Padding = ((0, 0), (0, 0)),
+        divisor: int | None = None,
+        name: str = "avgpool",
+    ) -> None:
+        channels, height, width = (int(s) for s in input_shape)
+        self.name = name
+        self.divisor = int(divisor) if divisor is not None else kernel[0] * kernel[1]
+        if self.divisor < 1:
+            raise ModelShapeError(f"{name}: the divisor must be positive, got {self.divisor}")
+        ones = torch.ones(1, 1, *kernel, dtype=torch.float64)
+        self.window = Conv2dOperator(
+            ones, (1, height, width), stride=stride, padding=padding, name=f"{name}.window"
+        )
+        self._input_shape = (channels, height, width)
+        self.output_shape = (channels, *self.window.output_shape[1:])
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self._input_shape)
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.output_shape)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape
+
+    @property
+    def exact_dense(self) -> bool:
+        """``1/D`` is a float64 number exactly when ``D`` is a power of two."""
+        return self.divisor & (self.divisor - 1) == 0
+
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        return self._per_channel(h, self.window.apply, self._input_shape) / self.divisor
+
+    def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
+        return self._per_channel(g, self.window.apply_transpose, self.output_shape) / self.divisor
+
+    @staticmethod
+    def _per_channel(
+        h: torch.Tensor,
+        single: Callable[[torch.Tensor], torch.Tensor],
+        shape: tuple[int, int, int],
+    ) -> torch.Tensor:
+        """``single`` applied to each channel of the rows ``h`` (shape ``(..., C·H·W)``)."""
+        lead = h.shape[:-1]
+        out = single(h.reshape(-1, shape[1] * shape[2]))
+        return out.reshape(*lead, shape[0] * out.shape[-1])
+
+    def certified_norm(self, norm: NormName) -> float:
+        return round_up(self.window.certified_norm(norm) / self.divisor)
+
+    def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        check_dense_size(self.out_features, self.in_features, max_entries, self.name)
+        block = self.window.dense(None) / self.divisor
+        return torch.block_diag(*([block] * self._input_shape[0]))
+
+    def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        """``|fl(1/D) − 1/D| ≤ u/D`` per non-zero entry (one correctly rounded division)."""
+        matrix = self.dense(max_entries)
+        if self.exact_dense:
+            return torch.zeros_like(matrix)
+        bound = round_up(round_up(UNIT_ROUNDOFF / self.divisor) * round_up(1.0 + 2 * UNIT_ROUNDOFF))
+        return (matrix != 0).to(torch.float64) * bound
+
+    def __repr__(self) -> str:
+        return f"AvgPool2dOperator({self._input_shape} → {self.output_shape}, D={self.divisor})"
+
+
+def _periodic_index(axis: Axis, device: torch.device) -> torch.Tensor:
+    """Index ``(j − p₋) mod n`` of padded position ``j``: PyTorch's circular padding."""
+    padded = axis.size + axis.pad_before + axis.pad_after
+    return (torch.arange(padded, device=device) - axis.pad_before) % axis.size
