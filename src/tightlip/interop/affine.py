@@ -1,0 +1,176 @@
+"""The affine map since the last activation, as a file is read: factors, bias, folding.
+
+An imported network is read node by node. Between two activations every node is affine
+(a ``Gemm``, a ``MatMul`` and ``Add``, an input normalisation ``(x − μ)/σ``, an inference
+batch normalisation, a sign flip), so the reader keeps a :class:`PendingAffine`: the linear
+factors ``A_k, …, A_1`` in the order they are applied and the bias of the composition
+``h ↦ A_k ⋯ A_1 h + b``. At the next activation (or the output) it becomes one
+:class:`~tightlip.model.AffineStep`, and every bound and radius is in the units of the raw
+input, the normalisation included.
+
+Folding is exact or certified, never silently rounded:
+
+* a scaling ``diag(d)`` next to a matrix ``W`` is multiplied into it when every product
+  ``W_ij d_j`` is exact in float64, which holds when their significands have at most 53
+  significant bits together (two float32 numbers: 24 + 24) and the product is a normal number;
+* otherwise the factors stay separate and the step's operator is their
+  :class:`~tightlip.operators.Product`, whose dense matrix comes with a certified error bound
+  (its verifiers then add it, or refuse, as for any merged layer);
+* a scale that is not a float64 number (``1/σ``, ``γ/√(v + ε)``) is a
+  :class:`~tightlip.interop.diagonal.Diagonal` with its rounding error: ``fl(1/c)`` is within
+  ``u |1/c| ≤ 2u |fl(1/c)|`` of ``1/c`` (``u = 2⁻⁵³``, Higham, *Accuracy and Stability of
+  Numerical Algorithms*, §2.2); ``γ/√(v + ε)`` takes three roundings (the sum, the square root,
+  the quotient; the sum's error is halved by the root), at most ``(5/2) u`` relative, which we
+  bound by ``4u |ŝ|``; the smallest subnormal is added for underflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from tightlip.errors import ModelShapeError, UnsupportedLayerError
+from tightlip.interop.diagonal import Diagonal
+from tightlip.model import AffineStep
+from tightlip.norms import SMALLEST_SUBNORMAL, UNIT_ROUNDOFF
+from tightlip.operators import Dense, LinearOperator, Product
+
+#: float64 significand bits
+_SIGNIFICAND_BITS = 53
+#: the smallest normal float64
+_SMALLEST_NORMAL = 2.0**-1022
+
+
+def significant_bits(x: torch.Tensor) -> torch.Tensor:
+    """Per entry, the number of significant bits of a float64 number (0 for zero).
+
+    ``x = m · 2^e`` with ``1/2 ≤ |m| < 1`` (``frexp``), so ``M = |m| · 2^53`` is an integer;
+    its significant bits are 53 minus its trailing zero bits.
+    """
+    x = x.to(torch.float64)
+    mantissa, _ = torch.frexp(x)
+    integer = (mantissa.abs() * 2.0**_SIGNIFICAND_BITS).to(torch.int64)
+    lowest = integer & (-integer)
+    trailing = torch.where(integer == 0, 0, torch.log2(lowest.clamp_min(1).to(torch.float64)))
+    bits = _SIGNIFICAND_BITS - trailing.to(torch.int64)
+    return torch.where(x == 0, torch.zeros_like(bits), bits)
+
+
+def exact_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """``a * b`` (broadcast) if every product is exact in float64, else ``None`` (module doc)."""
+    product = a * b
+    bits = significant_bits(a) + significant_bits(b)
+    zero = (a == 0) | (b == 0)
+    normal = product.abs() >= _SMALLEST_NORMAL
+    exact = zero | ((bits <= _SIGNIFICAND_BITS) & normal & torch.isfinite(product))
+    return product if bool(exact.all()) else None
+
+
+def reciprocal(c: torch.Tensor, name: str) -> Diagonal:
+    """``diag(1/c)`` with its rounding error (exact where ``c`` is a power of two)."""
+    c = c.to(torch.float64).reshape(-1)
+    if bool((c == 0).any()):
+        raise UnsupportedLayerError(f"{name} divides by zero")
+    q = 1.0 / c
+    power_of_two = (significant_bits(c) == 1) & (q.abs() >= _SMALLEST_NORMAL) & torch.isfinite(q)
+    error = torch.where(
+        power_of_two, torch.zeros_like(q), 2.0 * UNIT_ROUNDOFF * q.abs() + SMALLEST_SUBNORMAL
+    )
+    return Diagonal(q, error, name=name)
+
+
+def batchnorm_scale(
+    gamma: torch.Tensor, variance: torch.Tensor, epsilon: float, name: str
+) -> Diagonal:
+    """``diag(γ / √(v + ε))`` with its rounding error ``4u |ŝ| + η`` (module docstring)."""
+    denominator = variance.to(torch.float64) + float(epsilon)
+    if not bool((denominator > 0).all()):
+        raise UnsupportedLayerError(f"{name}: variance + epsilon must be positive")
+    s = gamma.to(torch.float64) / torch.sqrt(denominator)
+    error = 4.0 * UNIT_ROUNDOFF * s.abs() + SMALLEST_SUBNORMAL
+    return Diagonal(s, error, name=name)
+
+
+def _merge(first: LinearOperator, second: LinearOperator) -> LinearOperator | None:
+    """``second ∘ first`` as one exact operator, when the product is exact; else ``None``."""
+    if isinstance(first, Diagonal) and isinstance(second, Diagonal):
+        if first.exact_dense and second.exact_dense:
+            product = exact_product(first.values, second.values)
+            if product is not None:
+                return Diagonal(product, name=f"{first.name}+{second.name}")
+        return None
+    if isinstance(second, Diagonal) and isinstance(first, Dense) and second.exact_dense:
+        rows = exact_product(first.matrix, second.values[:, None])  # diag(d) W
+        return None if rows is None else Dense(rows, name=f"{first.name}+{second.name}")
+    if isinstance(first, Diagonal) and isinstance(second, Dense) and first.exact_dense:
+        columns = exact_product(second.matrix, first.values[None, :])  # W diag(d)
+        return None if columns is None else Dense(columns, name=f"{first.name}+{second.name}")
+    return None
+
+
+def fold(factors: Sequence[LinearOperator]) -> list[LinearOperator]:
+    """Merge neighbouring factors whose product is exact (module docstring); order kept."""
+    out: list[LinearOperator] = []
+    for factor in factors:
+        merged = _merge(out[-1], factor) if out else None
+        if merged is None:
+            out.append(factor)
+        else:
+            out[-1] = merged
+    # a merge may make its result mergeable with the factor before it
+    if len(out) < len(factors) and len(out) > 1:
+        return fold(out)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class PendingAffine:
+    """``h ↦ A_k ⋯ A_1 h + b`` on ``width`` inputs (module docstring); immutable."""
+
+    width: int
+    factors: tuple[LinearOperator, ...] = ()
+    bias: torch.Tensor | None = None
+    names: tuple[str, ...] = ()
+
+    @property
+    def out_features(self) -> int:
+        return self.factors[-1].out_features if self.factors else self.width
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.factors and self.bias is None
+
+    def then(self, operator: LinearOperator, name: str) -> PendingAffine:
+        """This map followed by the linear map ``operator``."""
+        if operator.in_features != self.out_features:
+            raise ModelShapeError(
+                f"{name} expects {operator.in_features} inputs but receives {self.out_features}"
+            )
+        bias = None if self.bias is None else operator.apply(self.bias)
+        return replace(
+            self, factors=(*self.factors, operator), bias=bias, names=(*self.names, name)
+        )
+
+    def shifted(self, shift: torch.Tensor, name: str, *, label: bool = True) -> PendingAffine:
+        """This map followed by ``h ↦ h + shift`` (``label``: ``name`` joins the step's name)."""
+        shift = shift.to(torch.float64).reshape(-1)
+        if shift.numel() != self.out_features:
+            raise ModelShapeError(
+                f"{name} adds {shift.numel()} values to {self.out_features} features"
+            )
+        bias = shift.clone() if self.bias is None else self.bias + shift
+        return replace(self, bias=bias, names=(*self.names, name) if label else self.names)
+
+    def step(self) -> AffineStep:
+        """The affine step (the identity when nothing was read since the last activation)."""
+        name = "+".join(dict.fromkeys(self.names)) or "identity"
+        factors = fold(self.factors)
+        if not factors:
+            operator: LinearOperator = Dense(torch.eye(self.width, dtype=torch.float64), name=name)
+        elif len(factors) == 1:
+            operator = factors[0]
+        else:
+            operator = Product(factors, name=name)
+        return AffineStep(operator, self.bias, name=name)

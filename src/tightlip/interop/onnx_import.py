@@ -1,0 +1,724 @@
+"""ONNX graphs as tightlip models: the exchange format of the verification community.
+
+VNN-COMP networks, ERAN, Marabou and α,β-CROWN all read ONNX. The file is read with the
+``onnx`` package (protobuf; nothing is unpickled) and walked node by node in its topological
+order (:mod:`tightlip.interop.expressions` tracks what each tensor is). Supported nodes:
+
+* affine: ``Gemm`` (``alpha``, ``beta``, ``transB``), ``MatMul`` by a constant matrix, ``Add`` /
+  ``Sub`` / ``Mul`` / ``Div`` by constants (input normalisation), ``Neg``, ``BatchNormalization``
+  in inference form, ``Flatten`` and ``Reshape`` of a batch-first tensor, ``Identity``,
+  ``Constant``; consecutive affine nodes are folded into one affine step, exactly or with a
+  certified rounding error (:mod:`tightlip.interop.affine`), so every bound and every radius is
+  in the units of the raw input;
+* activations: ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Abs``, ``Clip(z, 0, θ)``, and
+  the multi-node forms of tightlip's polyactivations (``Sin``/``Cos``/``Concat`` for SinCos,
+  ``Neg``/``Concat`` for CReLU, ``Min`` for the clipped ReLU, ``TopK`` for GroupSort); an
+  activation after the last affine layer is kept (an identity read-out follows it).
+
+``Conv`` and pooling nodes are refused with a line saying so, as is every other node (naming
+it, its op type and what is supported). A branch (a skip or residual connection) is refused.
+After reading, the chain is checked against the file (:mod:`tightlip.interop.check`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from tightlip.errors import CheckpointError, UnsupportedLayerError
+from tightlip.interop.affine import batchnorm_scale, reciprocal
+from tightlip.interop.builder import ChainBuilder
+from tightlip.interop.check import check_onnx
+from tightlip.interop.diagonal import Diagonal
+from tightlip.interop.expressions import UNARY, Expr, Lin, Op, recognise
+from tightlip.interop.imported import ImportedModel
+from tightlip.layers.leaky_relu import DEFAULT_NEGATIVE_SLOPE
+from tightlip.model import LayerChain
+from tightlip.operators import Dense
+
+#: the op types read (module docstring)
+SUPPORTED_NODES = (
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Neg",
+    "BatchNormalization",
+    "Flatten",
+    "Reshape",
+    "Identity",
+    "Constant",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Abs",
+    "Clip",
+    "Sin",
+    "Cos",
+    "Concat",
+    "Min",
+    "TopK",
+    "Shape",
+    "Gather",
+    "Cast",
+)
+#: refused until tightlip reads convolutions
+CONVOLUTION_NODES = frozenset(
+    {
+        "Conv",
+        "ConvTranspose",
+        "ConvInteger",
+        "QLinearConv",
+        "DeformConv",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "LpPool",
+        "GlobalLpPool",
+        "MaxUnpool",
+        "MaxRoiPool",
+    }
+)
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
+_NUMPY_UNARY = {
+    "relu": lambda x, _: np.maximum(x, 0.0),
+    "abs": lambda x, _: np.abs(x),
+    "tanh": lambda x, _: np.tanh(x),
+    "sigmoid": lambda x, _: 1.0 / (1.0 + np.exp(-x)),
+    "leaky": lambda x, a: np.where(x >= 0, x, a * x),
+    "sin": lambda x, _: np.sin(x),
+    "cos": lambda x, _: np.cos(x),
+}
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant tensor (an initializer, a ``Constant`` node, or folded from them)."""
+
+    value: np.ndarray
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """An output tightlip does not model (e.g. TopK's indices): an error if it is used."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class ShapeOf:
+    """The shape of a computed tensor; ``None`` marks the batch size, which is not constant."""
+
+    dims: tuple[int | None, ...]
+
+    def value(self) -> Const | ShapeOf:
+        if None in self.dims:
+            return self
+        return Const(np.asarray(self.dims, dtype=np.int64))
+
+
+Value = Expr | Const | Unusable | ShapeOf
+
+
+def load_onnx_file(path: str | Path) -> onnx.ModelProto:
+    """The ONNX model in ``path``, or :class:`CheckpointError` in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no ONNX file at {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # noqa: BLE001 - protobuf raises several types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable ONNX file: {first}") from error
+
+
+def import_onnx(
+    source: str | Path | onnx.ModelProto, *, check: bool = True, name: str | None = None
+) -> ImportedModel:
+    """An ONNX network as an :class:`~tightlip.interop.imported.ImportedModel` (module doc).
+
+    With ``check`` (the default) its float64 chain must reproduce the file's outputs on random
+    inputs (:func:`~tightlip.interop.check.check_onnx`), else ``UnsupportedLayerError``.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model, label = source, name or "<onnx model>"
+    else:
+        model, label = load_onnx_file(source), name or str(source)
+    chain, input_shape = read_graph(model, label)
+    imported = ImportedModel(chain, input_shape=input_shape, source=label, kind="onnx")
+    if check:
+        result = check_onnx(model, imported)
+        imported.notes = (*imported.notes, result.note())
+    return imported
+
+
+def read_graph(model: onnx.ModelProto, source: str) -> tuple[LayerChain, tuple[int, ...]]:
+    """The chain of ``model``'s graph and the shape of one input (without the batch axis)."""
+    return _GraphReader(model, source).read()
+
+
+def _label(node: onnx.NodeProto, index: int) -> str:
+    name = node.name or f"#{index}"
+    return f"ONNX node {name!r} ({node.op_type})"
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _to_numpy(tensor: onnx.TensorProto) -> np.ndarray:
+    array = numpy_helper.to_array(tensor)
+    if tensor.data_type in _FLOAT_TYPES:
+        return np.asarray(array, dtype=np.float64)
+    return np.asarray(array)
+
+
+def _reshape_target(shape: tuple[int, ...], target: np.ndarray, allowzero: bool) -> tuple[int, ...]:
+    """ONNX ``Reshape``'s output shape for an input of ``shape`` (0 copies, −1 infers)."""
+    out = [int(t) for t in target.reshape(-1)]
+    for i, t in enumerate(out):
+        if t == 0 and not allowzero:
+            if i >= len(shape):
+                raise ValueError("0 beyond the input's rank")
+            out[i] = shape[i]
+    if out.count(-1) > 1:
+        raise ValueError("more than one -1")
+    total = math.prod(shape)
+    if -1 in out:
+        known = math.prod(t for t in out if t != -1)
+        if known == 0 or total % known:
+            raise ValueError("cannot infer -1")
+        out[out.index(-1)] = total // known
+    if math.prod(out) != total or any(t < 0 for t in out):
+        raise ValueError(f"{tuple(out)} does not hold {total} entries")
+    return tuple(out)
+
+
+class _GraphReader:
+    """Reads one graph (module docstring); one instance per read."""
+
+    def __init__(self, model: onnx.ModelProto, source: str) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.source = source
+        self.values: dict[str, Value] = {}
+        self.committed: dict[int, Lin] = {}
+        for tensor in self.graph.initializer:
+            self.values[tensor.name] = Const(_to_numpy(tensor))
+        self.index = 0
+        self.node = onnx.NodeProto()
+
+    # --- the graph's boundary ------------------------------------------------------------
+    def _input(self) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+        """The input's name, its feature shape and the batch sizes to try for reshapes."""
+        inputs = [i for i in self.graph.input if i.name not in self.values]
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs) or "none"
+            raise UnsupportedLayerError(
+                f"{self.source}: tightlip reads networks with one input, this graph has "
+                f"{len(inputs)} ({names})"
+            )
+        tensor_type = inputs[0].type.tensor_type
+        if tensor_type.elem_type not in _FLOAT_TYPES:
+            raise UnsupportedLayerError(
+                f"{self.source}: input {inputs[0].name!r} is not a floating-point tensor"
+            )
+        dims = list(tensor_type.shape.dim)
+        if len(dims) < 2:
+            raise UnsupportedLayerError(
+                f"{self.source}: input {inputs[0].name!r} has rank {len(dims)}; tightlip reads "
+                "batch-first inputs (batch, features…)"
+            )
+        features: list[int] = []
+        for i, dim in enumerate(dims[1:], start=1):
+            if not dim.HasField("dim_value") or dim.dim_value < 1:
+                raise UnsupportedLayerError(
+                    f"{self.source}: input {inputs[0].name!r} has no fixed size in axis {i}; "
+                    "only the batch axis may be symbolic"
+                )
+            features.append(int(dim.dim_value))
+        batch = dims[0]
+        batches = (int(batch.dim_value),) if batch.HasField("dim_value") else (2, 3)
+        return inputs[0].name, tuple(features), batches
+
+    def read(self) -> tuple[LayerChain, tuple[int, ...]]:
+        input_name, shape, self.batches = self._input()
+        self.builder = ChainBuilder(math.prod(shape))
+        self.values[input_name] = Lin(self.builder.start(), 0, shape)
+        for index, node in enumerate(self.graph.node):
+            self.index, self.node = index, node
+            self._read_node(node)
+        if len(self.graph.output) != 1:
+            raise UnsupportedLayerError(
+                f"{self.source}: tightlip reads networks with one output, this graph has "
+                f"{len(self.graph.output)}"
+            )
+        output = self.graph.output[0].name
+        value = self.values.get(output)
+        if not isinstance(value, Lin | Op):
+            raise UnsupportedLayerError(f"{self.source}: the output {output!r} is not computed")
+        lin = self.commit(value)
+        metadata = {
+            "source": self.source,
+            "format": "onnx",
+            "producer": f"{self.model.producer_name} {self.model.producer_version}".strip(),
+            "input_shape": list(shape),
+            "output_shape": list(lin.shape),
+        }
+        chain = self.builder.finish(lin.affine, lin.frontier, f"output {output!r}", metadata)
+        return chain, shape
+
+    # --- nodes -----------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return _label(self.node, self.index)
+
+    @property
+    def short(self) -> str:
+        """The node's name (its op type and index if unnamed): the name of a step it makes."""
+        return self.node.name or f"{self.node.op_type}#{self.index}"
+
+    def refuse(self, why: str) -> UnsupportedLayerError:
+        return UnsupportedLayerError(f"{self.source}: {self.label} {why}")
+
+    def _read_node(self, node: onnx.NodeProto) -> None:
+        if node.domain not in ("", "ai.onnx"):
+            raise self.refuse(f"is from the operator domain {node.domain!r}, not standard ONNX")
+        if node.op_type in CONVOLUTION_NODES:
+            raise self.refuse(
+                "is a convolution or pooling node, which tightlip does not read yet (it comes "
+                "with convolution support); tightlip reads fully connected networks: "
+                + ", ".join(SUPPORTED_NODES)
+            )
+        handler = getattr(self, f"_node_{node.op_type}", None)
+        if handler is None:
+            raise self.refuse("is not supported; tightlip reads " + ", ".join(SUPPORTED_NODES))
+        outputs = handler(list(node.input), _attributes(node))
+        if not isinstance(outputs, tuple):
+            outputs = (outputs,)
+        for name, value in zip(node.output, outputs, strict=False):
+            if name:
+                self.values[name] = value
+        used_extra = [n for n in node.output[len(outputs) :] if n]
+        if used_extra:
+            raise self.refuse(f"has outputs tightlip does not model ({', '.join(used_extra)})")
+
+    def get(self, name: str) -> Value:
+        if name not in self.values:
+            raise self.refuse(f"reads {name!r}, which no earlier node computes")
+        value = self.values[name]
+        if isinstance(value, Unusable):
+            raise self.refuse(f"uses {value.what}, which tightlip does not model")
+        return value
+
+    def constant(self, name: str, what: str) -> np.ndarray:
+        value = self.get(name)
+        if isinstance(value, ShapeOf):
+            raise self.refuse(f"needs a constant {what}; {name!r} depends on the batch size")
+        if not isinstance(value, Const):
+            raise self.refuse(f"needs a constant {what}; {name!r} is computed from the input")
+        return value.value
+
+    def computed(self, name: str) -> Expr:
+        value = self.get(name)
+        if isinstance(value, Const | ShapeOf):
+            raise self.refuse(f"expects a tensor computed from the input as {name!r}")
+        return value  # type: ignore[return-value]
+
+    def linear(self, name: str) -> Lin:
+        """The input ``name`` as an affine function of the frontier (committing activations)."""
+        return self.commit(self.computed(name))
+
+    def broadcast(self, value: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+        """A constant broadcast to one input's features, flattened (no batch expansion)."""
+        full = (1, *shape)
+        if value.ndim > len(full):
+            raise self.refuse(f"combines a constant of shape {value.shape} with features {shape}")
+        try:
+            spread = np.broadcast_to(value.astype(np.float64), full)
+        except ValueError:
+            raise self.refuse(
+                f"combines a constant of shape {value.shape} with features {shape}, which do "
+                "not broadcast per example"
+            ) from None
+        return torch.from_numpy(np.ascontiguousarray(spread[0]).reshape(-1).copy())
+
+    # --- committing activations ------------------------------------------------------------
+    def commit(self, expr: Expr) -> Lin:
+        """``expr`` as an affine function of a (possibly new) frontier (module docstring)."""
+        if isinstance(expr, Lin):
+            return expr
+        key = id(expr)
+        if key not in self.committed:
+            self.committed[key] = self._commit(expr)
+        return self.committed[key]
+
+    def _commit(self, expr: Op) -> Lin:
+        match = recognise(expr)
+        if match is not None:
+            activation, z = match
+            pending = self.builder.activate(z.affine, z.frontier, activation, expr.node)
+            return Lin(pending, self.builder.frontier, expr.shape)
+        arg = expr.args[0] if expr.args else None
+        if expr.kind in (*UNARY, "topk") and isinstance(arg, Op):
+            return self.commit(replace(expr, args=(self.commit(arg),)))
+        if expr.kind in ("mul", "div") and arg is not None:
+            return self._scaled(self.commit(arg), expr.param, expr.kind, expr.node)
+        if expr.kind == "min" and isinstance(arg, Op) and arg.kind == "relu":
+            inner = arg.args[0]
+            if isinstance(inner, Op):
+                relu = replace(arg, args=(self.commit(inner),))
+                return self.commit(replace(expr, args=(relu,)))
+            raise UnsupportedLayerError(
+                f"{self.source}: ONNX node {expr.node!r} clips a ReLU at a negative threshold; tightlip reads "
+                "min(relu(z), θ) with θ ≥ 0 on a flat tensor (a clipped ReLU)"
+            )
+        raise UnsupportedLayerError(f"{self.source}: ONNX node {expr.node!r} {_why_not(expr)}")
+
+    def _scaled(self, lin: Lin, factor: np.ndarray | float, kind: str, name: str) -> Lin:
+        vector = self.broadcast(np.asarray(factor, dtype=np.float64), lin.shape)
+        diagonal = Diagonal(vector, name=name) if kind == "mul" else reciprocal(vector, name)
+        return Lin(lin.affine.then(diagonal, name), lin.frontier, lin.shape)
+
+    # --- affine nodes ----------------------------------------------------------------------
+    def _weight_name(self, name: str) -> str:
+        return name[: -len(".weight")] if name.endswith(".weight") else (self.node.name or name)
+
+    def _matrix_step(self, lin: Lin, weight: np.ndarray, name: str) -> Lin:
+        if len(lin.shape) != 1:
+            raise self.refuse(
+                f"multiplies a tensor of shape {lin.shape} per example; tightlip reads matrix "
+                "products of flat (batch, features) tensors (Flatten first)"
+            )
+        if weight.ndim != 2 or weight.shape[1] != lin.shape[0]:
+            raise self.refuse(
+                f"has a weight of shape {weight.shape} for {lin.shape[0]} input features"
+            )
+        dense = Dense(torch.from_numpy(np.array(weight, dtype=np.float64, order="C")), name=name)
+        return Lin(lin.affine.then(dense, name), lin.frontier, (weight.shape[0],))
+
+    def _node_Gemm(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        if attrs.get("transA", 0):
+            raise self.refuse("has transA=1, which mixes the batch with the features")
+        lin = self.linear(inputs[0])
+        b = self.constant(inputs[1], "weight B")
+        if b.ndim != 2:
+            raise self.refuse(f"has a weight of rank {b.ndim}")
+        weight = b if attrs.get("transB", 0) else b.T
+        name = self._weight_name(inputs[1])
+        out = self._matrix_step(lin, weight, name)
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+        if alpha != 1.0:
+            scale = Diagonal(torch.full((weight.shape[0],), alpha, dtype=torch.float64))
+            out = replace(out, affine=out.affine.then(scale, f"{name}.alpha"))
+        if len(inputs) > 2 and inputs[2]:
+            bias = beta * self.broadcast(self.constant(inputs[2], "bias C"), out.shape)
+            out = replace(out, affine=out.affine.shifted(bias, name, label=False))
+        return out
+
+    def _node_MatMul(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        if isinstance(self.get(inputs[0]), Const):
+            raise self.refuse("multiplies a constant by the input from the left (column layout)")
+        lin = self.linear(inputs[0])
+        b = self.constant(inputs[1], "matrix")
+        if b.ndim != 2:
+            raise self.refuse(f"multiplies by a constant of rank {b.ndim}; tightlip reads matrices")
+        return self._matrix_step(lin, b.T, self._weight_name(inputs[1]))
+
+    def _both_constant(self, inputs: list[str]) -> tuple[np.ndarray, ...] | None:
+        values = [self.get(name) for name in inputs]
+        if all(isinstance(v, Const) for v in values):
+            return tuple(v.value for v in values)  # type: ignore[union-attr]
+        return None
+
+    def _shift(self, name: str, constant: np.ndarray, sign: float, negate: bool) -> Lin:
+        lin = self.linear(name)
+        if negate:
+            lin = self._negated(lin)
+        shift = sign * self.broadcast(constant, lin.shape)
+        label = self.node.name or self.node.op_type.lower()
+        return replace(lin, affine=lin.affine.shifted(shift, label, label=False), negates=None)
+
+    def _add_or_sub(self, inputs: list[str], kind: str) -> Value:
+        constants = self._both_constant(inputs)
+        if constants is not None:
+            a, b = constants
+            return Const(a + b if kind == "add" else a - b)
+        first, second = self.get(inputs[0]), self.get(inputs[1])
+        if isinstance(second, Const):
+            return self._shift(inputs[0], second.value, 1.0 if kind == "add" else -1.0, False)
+        if isinstance(first, Const):  # c + v, or c − v = −v + c
+            return self._shift(inputs[1], first.value, 1.0, negate=kind == "sub")
+        a, b = self.computed(inputs[0]), self.computed(inputs[1])
+        if a.shape != b.shape:
+            raise self.refuse(f"combines tensors of shapes {a.shape} and {b.shape}")
+        return Op(kind, (a, b), a.shape, self.short)
+
+    def _node_Add(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._add_or_sub(inputs, "add")
+
+    def _node_Sub(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._add_or_sub(inputs, "sub")
+
+    def _mul_or_div(self, inputs: list[str], kind: str) -> Value:
+        constants = self._both_constant(inputs)
+        if constants is not None:
+            a, b = constants
+            return Const(a * b if kind == "mul" else a / b)
+        first, second = self.get(inputs[0]), self.get(inputs[1])
+        if kind == "div" and isinstance(first, Const):
+            raise self.refuse("divides a constant by a computed tensor (not an affine map)")
+        if not isinstance(first, Const) and not isinstance(second, Const):
+            raise self.refuse(
+                "multiplies two computed tensors: neither an affine map nor an activation "
+                "tightlip knows"
+            )
+        name, constant = (inputs[0], second.value) if isinstance(second, Const) else (inputs[1], first.value)  # type: ignore[union-attr]
+        value = self.computed(name)
+        if isinstance(value, Op) and constant.size == 1:
+            return Op(kind, (value,), value.shape, self.short, float(constant.reshape(-1)[0]))
+        return self._scaled(self.commit(value), constant, kind, self.node.name or kind)
+
+    def _node_Mul(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._mul_or_div(inputs, "mul")
+
+    def _node_Div(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._mul_or_div(inputs, "div")
+
+    def _negated(self, lin: Lin) -> Lin:
+        minus = Diagonal(-torch.ones(math.prod(lin.shape), dtype=torch.float64), name="neg")
+        return Lin(lin.affine.then(minus, "neg"), lin.frontier, lin.shape, negates=lin)
+
+    def _node_Neg(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        value = self.get(inputs[0])
+        if isinstance(value, Const):
+            return Const(-value.value)
+        if isinstance(value, Op):
+            return Op("mul", (value,), value.shape, self.short, -1.0)
+        return self._negated(value)  # type: ignore[arg-type]
+
+    def _node_BatchNormalization(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        if attrs.get("training_mode", 0) or len([o for o in self.node.output if o]) > 1:
+            raise self.refuse("is in training mode; export the network in eval() mode")
+        lin = self.linear(inputs[0])
+        gamma, beta, mean, var = (
+            self.constant(name, what)
+            for name, what in zip(inputs[1:5], ("scale", "bias", "mean", "variance"), strict=True)
+        )
+        channels = lin.shape[0] if lin.shape else 0
+        per_channel = (channels,) + (1,) * (len(lin.shape) - 1)
+        try:
+            gamma, beta, mean, var = (v.reshape(per_channel) for v in (gamma, beta, mean, var))
+        except ValueError:
+            raise self.refuse(f"has parameters that do not match {channels} channels") from None
+        name = self.node.name or "batchnorm"
+        epsilon = float(attrs.get("epsilon", 1e-5))
+        scale = batchnorm_scale(
+            self.broadcast(gamma, lin.shape), self.broadcast(var, lin.shape), epsilon, name
+        )
+        shift = self.broadcast(beta, lin.shape) - scale.values * self.broadcast(mean, lin.shape)
+        affine = lin.affine.then(scale, name).shifted(shift, name, label=False)
+        return Lin(affine, lin.frontier, lin.shape)
+
+    def _node_Flatten(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        value = self.get(inputs[0])
+        if isinstance(value, Const):
+            return Const(value.value.reshape(1, -1))
+        lin = self.commit(value)  # type: ignore[arg-type]
+        rank = 1 + len(lin.shape)
+        axis = int(attrs.get("axis", 1))
+        if (axis + rank if axis < 0 else axis) != 1:
+            raise self.refuse(f"flattens at axis {axis}; tightlip keeps the batch axis (axis 1)")
+        return replace(lin, shape=(math.prod(lin.shape),), negates=None)
+
+    def _node_Reshape(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        target = self.constant(inputs[1], "shape").astype(np.int64)
+        allowzero = bool(attrs.get("allowzero", 0))
+        value = self.get(inputs[0])
+        if isinstance(value, Const):
+            try:
+                return Const(value.value.reshape(_reshape_target(value.value.shape, target, allowzero)))
+            except ValueError as error:
+                raise self.refuse(f"cannot reshape a constant: {error}") from None
+        lin = self.commit(value)  # type: ignore[arg-type]
+        shapes = set()
+        for batch in self.batches:
+            try:
+                out = _reshape_target((batch, *lin.shape), target, allowzero)
+            except ValueError as error:
+                raise self.refuse(f"cannot reshape {lin.shape}: {error}") from None
+            if out[0] != batch:
+                raise self.refuse(
+                    f"reshapes to {tuple(target.tolist())}, which moves entries across the batch "
+                    "axis; tightlip reads batch-first reshapes"
+                )
+            shapes.add(out[1:])
+        if len(shapes) != 1:
+            raise self.refuse("reshapes differently for different batch sizes")
+        return replace(lin, shape=shapes.pop(), negates=None)
+
+    def _node_Identity(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self.get(inputs[0])
+
+    def _node_Constant(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        if "value" in attrs:
+            return Const(_to_numpy(attrs["value"]))
+        for key in ("value_float", "value_floats"):
+            if key in attrs:
+                return Const(np.asarray(attrs[key], dtype=np.float64))
+        for key in ("value_int", "value_ints"):
+            if key in attrs:
+                return Const(np.asarray(attrs[key], dtype=np.int64))
+        raise self.refuse("holds a kind of constant tightlip does not read")
+
+    def _node_Cast(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        """To a floating-point type: the identity on real numbers (only the precision of an
+        evaluation changes; tightlip's chain is float64); constants are converted."""
+        target = int(attrs.get("to", 0))
+        value = self.get(inputs[0])
+        if isinstance(value, Const):
+            floating = target in _FLOAT_TYPES
+            return Const(value.value.astype(np.float64 if floating else np.int64))
+        if target not in _FLOAT_TYPES:
+            raise self.refuse("casts a computed tensor to a non-floating-point type")
+        return value
+
+    def _node_Shape(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        value = self.get(inputs[0])
+        if isinstance(value, Const):
+            dims: tuple[int | None, ...] = tuple(value.value.shape)
+        elif isinstance(value, ShapeOf):
+            dims = (len(value.dims),)
+        else:
+            dims = (None, *value.shape)  # type: ignore[union-attr]
+        start, end = attrs.get("start", 0), attrs.get("end")
+        return ShapeOf(dims[start:end]).value()
+
+    def _node_Gather(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        data = self.get(inputs[0])
+        indices = self.constant(inputs[1], "index").astype(np.int64)
+        axis = int(attrs.get("axis", 0))
+        if isinstance(data, Const):
+            return Const(np.take(data.value, indices, axis=axis))
+        if isinstance(data, ShapeOf) and axis == 0:
+            picked = [data.dims[int(i)] for i in indices.reshape(-1)]
+            if indices.ndim == 0:
+                return ShapeOf((picked[0],)).value() if picked[0] is None else Const(
+                    np.asarray(picked[0], dtype=np.int64)
+                )
+            return ShapeOf(tuple(picked)).value()
+        raise self.refuse("gathers entries of a computed tensor; tightlip reads it on shapes only")
+
+    # --- activations -----------------------------------------------------------------------
+    def _activation(self, inputs: list[str], kind: str, param: Any = None) -> Value:
+        value = self.get(inputs[0])
+        if isinstance(value, Const):
+            return Const(_NUMPY_UNARY[kind](value.value, param))
+        return Op(kind, (value,), value.shape, self.short, param)  # type: ignore[arg-type]
+
+    def _node_Relu(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "relu")
+
+    def _node_Abs(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "abs")
+
+    def _node_Tanh(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "tanh")
+
+    def _node_Sigmoid(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "sigmoid")
+
+    def _node_LeakyRelu(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "leaky", float(attrs.get("alpha", DEFAULT_NEGATIVE_SLOPE)))
+
+    def _node_Sin(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "sin")
+
+    def _node_Cos(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._activation(inputs, "cos")
+
+    def _node_Clip(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        bounds = [self.constant(n, "bound") if n else None for n in inputs[1:3]]
+        low = bounds[0] if bounds else attrs.get("min")
+        high = bounds[1] if len(bounds) > 1 else attrs.get("max")
+        value = self.computed(inputs[0])
+        if low is None or np.asarray(low).size != 1 or float(np.asarray(low).reshape(-1)[0]) != 0:
+            raise self.refuse("clips below at a value other than 0; tightlip reads Clip(z, 0, θ)")
+        relu = Op("relu", (value,), value.shape, self.short)
+        if high is None:
+            return relu
+        threshold = self.broadcast(np.asarray(high, dtype=np.float64), value.shape)
+        return Op("min", (relu,), value.shape, self.short, threshold)
+
+    def _node_Min(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        values = [self.get(name) for name in inputs]
+        constants = [v.value for v in values if isinstance(v, Const)]
+        computed = [v for v in values if not isinstance(v, Const)]
+        if not computed:
+            return Const(np.minimum.reduce(constants))
+        if len(computed) != 1 or not constants:
+            raise self.refuse("takes the minimum of computed tensors; tightlip reads min(z, θ)")
+        value = computed[0]
+        threshold = self.broadcast(np.minimum.reduce(constants), value.shape)  # type: ignore[union-attr]
+        return Op("min", (value,), value.shape, self.short, threshold)  # type: ignore[arg-type]
+
+    def _node_Concat(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        constants = self._both_constant(inputs)
+        axis = int(attrs.get("axis", 0))
+        if constants is not None:
+            return Const(np.concatenate(constants, axis=axis))
+        parts = [self.computed(name) for name in inputs]
+        if any(len(p.shape) != 1 for p in parts) or axis not in (1, -1):
+            raise self.refuse(
+                "concatenates other than flat (batch, features) tensors along the features"
+            )
+        return Op("concat", tuple(parts), (sum(p.shape[0] for p in parts),), self.short)
+
+    def _node_TopK(self, inputs: list[str], attrs: dict[str, Any]) -> tuple[Value, Value]:
+        lin = self.linear(inputs[0])
+        k = int(self.constant(inputs[1], "K").reshape(-1)[0])
+        axis = int(attrs.get("axis", -1))
+        rank = 1 + len(lin.shape)
+        last = (axis + rank if axis < 0 else axis) == rank - 1
+        if not (last and k == lin.shape[-1] and attrs.get("largest", 1) and attrs.get("sorted", 1)):
+            raise self.refuse(
+                "is read only as a sort of groups (GroupSort): all K entries of the last axis, "
+                "largest first, sorted"
+            )
+        values = Op("topk", (lin,), lin.shape, self.short, k)
+        return values, Unusable(f"the indices of {self.label}")
+
+
+def _why_not(expr: Op) -> str:
+    """The one-line reason an expression is not an activation tightlip knows."""
+    if expr.kind in ("sin", "cos"):
+        return "is read only as part of SinCos, Concat(Sin(z), Cos(z)), or SinPair"
+    if expr.kind in ("add", "sub"):
+        return (
+            "combines two computed tensors (a skip or residual connection, or an activation "
+            "tightlip does not know); tightlip reads chains of affine layers and activations"
+        )
+    if expr.kind == "concat":
+        return (
+            "does not form an activation tightlip knows: Concat(Sin z, Cos z), "
+            "Concat(Relu z, Relu(−z)), Concat((z + sin z)/2, (z − sin z)/2)"
+        )
+    if expr.kind == "min":
+        return "is read only as min(relu(z), θ) with θ ≥ 0 (a clipped ReLU)"
+    return "is not an activation tightlip knows"
