@@ -10,8 +10,8 @@ strings, booleans, ``None``, lists/tuples and string-keyed dicts of those) are w
 numpy scalars as Python numbers. A tensor or array that *is* a ``details`` value (e.g. a
 witness with many coordinates) is not inlined: it is returned by :meth:`Certificate.tensors`
 and *recorded* in the JSON under ``"tensors"`` (shape and dtype), and :meth:`Certificate.save`
-writes it to a safetensors file beside the JSON; arrays nested inside lists or dicts are
-inlined as lists. Any other value raises ``TypeError`` naming its key: nothing is dropped
+writes it to a safetensors file beside the JSON (:meth:`Certificate.load` reads both back);
+arrays nested inside lists or dicts are inlined as lists. Any other value raises ``TypeError`` naming its key: nothing is dropped
 silently.
 """
 
@@ -105,8 +105,12 @@ class Certificate:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Certificate:
-        """Inverse of :meth:`to_dict` (tensors are not restored); reads the old key ``kind``."""
+    def from_dict(
+        cls, data: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None
+    ) -> Certificate:
+        """Inverse of :meth:`to_dict`; reads the old key ``kind``. The tensors recorded under
+        ``"tensors"`` are not in ``data``: pass them (as read from the safetensors file written
+        by :meth:`save`) to put them back into ``details``."""
         side = data["side"] if "side" in data else data["kind"]
         return cls(
             value=float(data["value"]),
@@ -120,8 +124,20 @@ class Certificate:
                 for x in data.get("layers", ())
             ),
             notes=tuple(data.get("notes", ())),
-            details=dict(data.get("details", {})),
+            details={**data.get("details", {}), **(tensors or {})},
         )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Certificate:
+        """Read a certificate written by :meth:`save` (the JSON file), with its tensors."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        data = json.loads(path.read_text())
+        tensors = None
+        if data.get("tensor_file"):
+            tensors = load_file(str(path.parent / data["tensor_file"]))
+        return cls.from_dict(data, tensors)
 
     def save(self, directory: str | Path, name: str = "certificate") -> Path:
         """Write ``name.json`` and, when there are tensors, ``name.safetensors``; returns the JSON."""

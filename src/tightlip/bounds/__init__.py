@@ -14,6 +14,7 @@ return exact values when they finish). Underscore spellings (``eclipse_fast``) a
 from __future__ import annotations
 
 from tightlip.bounds import eclipse, exact, lipsdp, lower, milp, syed_hu, trivial
+from tightlip.bounds.check import check_lower
 from tightlip.bounds.registry import (
     LOWER_BOUNDS,
     UPPER_BOUNDS,
@@ -38,6 +39,7 @@ __all__ = [
     "BoundMethod",
     "BoundMethodEntry",
     "MethodNotApplicableError",
+    "check_lower",
     "lower_bound",
     "lower_methods",
     "register_lower",

@@ -183,6 +183,7 @@ def evaluate(
         "pgd": {"steps": evaluation.pgd_steps, "restarts": evaluation.pgd_restarts},
         "upper_certificate": upper.to_dict(),
         "lower_certificate": lower.to_dict(),
+        "lower_witness": lower.tensors(),  # written beside metrics.json by write_metrics
         "radius_curve": curve,
         "config": config or {},
         "versions": {

@@ -9,6 +9,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from safetensors.torch import save_file
 
 METRICS_SCHEMA = "tightlip-metrics/1"
 REQUIRED_KEYS = (
@@ -24,6 +25,8 @@ REQUIRED_KEYS = (
 )
 
 NORM_SYMBOL = {"1": "ℓ1", "2": "ℓ2", "inf": "ℓ∞"}
+#: the file beside ``metrics.json`` that holds the lower certificate's witness tensors
+LOWER_WITNESS_FILE = "lower_witness.safetensors"
 
 #: configuration entries that ``report.md`` leaves to ``metrics.json`` / the checkpoint: the
 #: optimizer's state, per-epoch or per-step history, and where each setting came from
@@ -31,11 +34,21 @@ REPORT_OMITS = frozenset({"optimizer", "history", "origin"})
 
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics.json``. The lower certificate's witness tensors
+    (``metrics["lower_witness"]``: witnesses of more than 1024 coordinates) go to
+    :data:`LOWER_WITNESS_FILE` beside it, named by ``lower_certificate["tensor_file"]`` (read
+    back with ``Certificate.from_dict(data, tensors)``)."""
     missing = [key for key in REQUIRED_KEYS if key not in metrics]
     if missing:
         raise KeyError(f"metrics lack required keys: {', '.join(missing)}")
+    body = {key: value for key, value in metrics.items() if key != "lower_witness"}
+    tensors = metrics.get("lower_witness") or {}
+    if tensors:
+        contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
+        save_file(contiguous, str(Path(out_dir) / LOWER_WITNESS_FILE))
+        body["lower_certificate"] = {**body["lower_certificate"], "tensor_file": LOWER_WITNESS_FILE}
     path = Path(out_dir) / "metrics.json"
-    path.write_text(json.dumps({"schema": METRICS_SCHEMA, **metrics}, indent=2, default=str))
+    path.write_text(json.dumps({"schema": METRICS_SCHEMA, **body}, indent=2, default=str))
     return path
 
 

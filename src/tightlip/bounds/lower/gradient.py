@@ -7,11 +7,12 @@ The phases, each in its own module, share one :class:`~tightlip.bounds.lower.sta
    (:mod:`~tightlip.bounds.lower.ascent`);
 3. for ℓ1 / ℓ∞ networks with an ``|·|`` first layer, the first-layer sign search
    (:mod:`~tightlip.bounds.lower.sign_search`);
-4. the final float64 evaluation of the best points, with secant witnesses
-   (:mod:`~tightlip.bounds.lower.witness`), deflated for rounding
-   (:mod:`~tightlip.bounds.lower.rounding`).
+4. the final float64 evaluation of the best points, each certified as an interior point of a
+   linear region or by secants around it (:mod:`~tightlip.bounds.lower.witness`), with its
+   rounding bounded.
 
-Only step 4 has to be right for the value to be valid; the rest only finds the witness.
+Only step 4 has to be right for the value to be valid; the rest only finds the witness (and the
+search's own values, kept in the details as ``*_value``, are autograd's, not certified).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from tightlip.bounds.lower.jacobians import (
 )
 from tightlip.bounds.lower.network import SearchNetwork
 from tightlip.bounds.lower.options import GradientOptions
-from tightlip.bounds.lower.rounding import RELATIVE_SLACK, deflate, rounding_margin
+from tightlip.bounds.lower.rounding import reported
 from tightlip.bounds.lower.sign_search import sign_search_phase
 from tightlip.bounds.lower.starts import prepare_starts
 from tightlip.bounds.lower.state import Best, SearchState
-from tightlip.bounds.lower.witness import secant_witnesses, witness_details
+from tightlip.bounds.lower.witness import CertifiedWitness, best_certified_witness
 from tightlip.bounds.registry import register_lower
 from tightlip.certificate import Certificate
 from tightlip.model import LayerChain
@@ -120,7 +121,8 @@ def _final_certificate(
     progress: dict[str, float | None],
     starts_info: dict[str, Any],
 ) -> Certificate:
-    """Evaluate the best points in float64 (Jacobians and secants); certify the best witness.
+    """Evaluate the best points' Jacobians in float64 and certify the best witness around them
+    (interior point or secants, :mod:`~tightlip.bounds.lower.witness`).
 
     ``progress``: the best value after each phase; ``starts_info``: the starts' bookkeeping.
     """
@@ -140,48 +142,37 @@ def _final_certificate(
         values, v_final = exact
     state.count(x_final.shape[0])
     values = torch.nan_to_num(values, nan=0.0)
-    winner = int(values.argmax())
-    jacobian_value = float(values[winner])
-
-    secants, xs, ys = secant_witnesses(net64, x_final, v_final, norm)
-    secant_index = int(secants.argmax())
-    secant_value = float(secants[secant_index])
-
-    margin = rounding_margin(net64.chain, norm)
+    choice = best_certified_witness(net64.chain, x_final, v_final, norm)
+    witness = choice.best
     details: dict[str, Any] = {
         "evaluations": state.evaluations,
         "starts": batch,
         **progress,
-        "jacobian_value": jacobian_value,
-        "secant_value": secant_value,
+        "jacobian_value": float(values.max()),
+        "interior_value": choice.interior_value,
+        "secant_value": choice.secant_value,
         "piecewise_linear": net64.piecewise_linear,
-        "rounding_margin": margin,
         "search_seconds": state.elapsed(),
         **starts_info,
+        **witness.details(),
     }
     if opts.time_limit is not None:
         details["time_limited"] = state.out_of_time(keep_reserve=False)
-    if secant_value > jacobian_value * (1.0 + 4.0 * RELATIVE_SLACK):
-        # the secant bound needs f evaluated at two points; its forward error scales with them
-        x_norm = float(vector_norm(xs[secant_index], norm) + vector_norm(ys[secant_index], norm))
-        gap = float(vector_norm(xs[secant_index] - ys[secant_index], norm))
-        value = deflate(secant_value, margin * (1.0 + x_norm / max(gap, 1e-300)))
-        details["witness_kind"] = "secant"
-        details.update(witness_details(xs[secant_index]))
-        details.update(witness_details(ys[secant_index], "witness_pair"))
-    else:
-        value = deflate(jacobian_value, margin)
-        details["witness_kind"] = "jacobian"
-        details.update(witness_details(x_final[winner]))
     return Certificate(
-        value=value,
+        value=reported(witness.value),
         method="gradient",
         norm=norm,
         side="lower",
         sound=True,
         notes=(
-            f"max of ‖J(x)‖_{p_value(norm):g} over {state.evaluations} evaluated points "
-            "(float64 at the witness)",
+            f"max of ‖J(x)‖_{p_value(norm):g} over {state.evaluations} evaluated points, "
+            f"certified by {_witness_note(witness)}",
         ),
         details=details,
     )
+
+
+def _witness_note(witness: CertifiedWitness) -> str:
+    if witness.kind == "interior":
+        return f"an interior point (f affine on a ball of radius {witness.radius:.3g})"
+    return "a secant pair evaluated in float64 with its rounding bounded"

@@ -14,6 +14,8 @@ from tightlip.errors import BadArgumentError
 #: (start, end) schedules of the relative smoothing of PL activations, assigned to the starts in
 #: turn (measured: large networks do best from hot starts, small ones from cooler ones)
 DEFAULT_TEMPERATURES = ((3.0, 0.01), (1.0, 0.003), (0.3, 0.003))
+#: seconds a search may take unless told otherwise (``time_limit=None``: no limit)
+DEFAULT_TIME_LIMIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,16 @@ class GradientOptions:
       ``refine_top`` best points, then ``search_rounds`` of local search;
     * ``sign_search``: the first-layer sign search (ℓ1 / ℓ∞, Abs first layer) from the best
       points, the starts and ``sign_points`` random points;
-    * ``seed`` fixes every random draw; ``time_limit`` (seconds) stops the phases early, the
-      final float64 evaluation always runs.
+    * ``seed`` fixes every random draw; ``time_limit`` (seconds, default
+      :data:`DEFAULT_TIME_LIMIT`; ``None`` for none) stops the phases early, the final float64
+      evaluation and the certification of its witness always run.
     """
 
     num_random: int = 64
     steps: int = 300
     lr: float = 0.2
     seed: int = 0
-    time_limit: float | None = None
+    time_limit: float | None = DEFAULT_TIME_LIMIT
     max_starts: int = 32
     screen: int | None = None
     refine_steps: int | None = None

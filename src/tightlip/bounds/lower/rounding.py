@@ -1,35 +1,45 @@
-"""Rounding: every reported witness value is deflated to stay a lower bound in float64.
+"""Rounding of a Jacobian-vector product, and the slack every reported value keeps.
 
-The reported value is ``‖Ĵ v‖_p`` computed in float64. The computed product of matrices and
-activation Jacobians differs from the exact one by at most ``γ_N · ∏_i ‖|W_i|‖_p ∏_j Lip_p(σ_j)``
-to first order (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm 3.5 and §3.5,
-``γ_N = N u / (1 − N u)``, ``N`` the total length of the inner products, ``‖|W|‖₂ ≤ ‖W‖_F``); we
-subtract that, and in addition deflate by the relative factor ``1 − 2⁻³⁰``, which covers the
-evaluation of activation derivatives at pre-activations that are themselves rounded (errors of
-order ``N u`` relative for networks of moderate weight norms). When the chain's dense matrices
-are rounded products of merged layers, the chain's Jacobian error bound is subtracted too.
+At an interior point of a piecewise-linear network (:mod:`~tightlip.bounds.lower.kinks`) the
+Jacobian is ``J = W_L M_{L−1} W_{L−1} ⋯ M_1 W_1`` with ``M_j`` the linear maps of the pieces
+(entries 0 and ±1 for the activations of tightlip, so products with them are exact), and
+``Ĵ v`` is computed as ``W_L (M (⋯ (M (W_1 v))))`` in float64. Its forward error is at most
+``γ_N ∏_i ‖|W_i|‖_p ∏_j Lip_p(σ_j) ‖v‖_p`` to first order (Higham, *Accuracy and Stability of
+Numerical Algorithms*, Thm 3.5 and §3.5; ``γ_N = N u / (1 − N u)``, ``N`` the total length of the
+inner products, ``‖|M_j|‖_p ≤ Lip_p(σ_j)`` for those maps). We double it for the second-order
+terms. ``‖|W|‖_p`` is certified without an SVD (:func:`~tightlip.norms.certified_nonnegative_norm`:
+Schur's test for ℓ2, nearly tight for an entrywise non-negative matrix). When the chain's dense
+matrices are rounded products of merged layers, the chain's Jacobian error bound is added.
+
+Every reported value is, in addition, the certified value times ``1 − 2⁻³⁰``: a re-check of the
+witness (:func:`tightlip.bounds.check_lower`) in another process, whose BLAS may sum in another
+order, then still certifies at least the reported value.
 """
 
 from __future__ import annotations
 
-from tightlip.model import LayerChain
-from tightlip.norms import NormName, abs_operator_norm, gamma
+import math
 
-#: relative deflation of every reported value
+from tightlip.model import LayerChain
+from tightlip.norms import NormName, certified_nonnegative_norm, gamma, product_rounded_up
+
+#: relative slack of every reported value (module docstring)
 RELATIVE_SLACK = 2.0**-30
 
 
 def rounding_margin(chain: LayerChain, norm: NormName) -> float:
-    """``γ_N · ∏‖|W_i|‖_p · ∏ Lip_p(σ_j)``: first-order forward error of ``‖Ĵ v‖`` (``‖v‖ = 1``)."""
+    """``2 γ_N ∏‖|W_i|‖_p ∏ Lip_p(σ_j)`` (+ merged-layer error): the forward error of ``‖Ĵ v‖``
+    for ``‖v‖_p = 1`` (module docstring)."""
     length = sum(step.in_features for step in chain.affine_steps) + 4 * chain.depth
-    product = 1.0
-    for step in chain.affine_steps:
-        product *= abs_operator_norm(step.weight, norm)  # ‖|W|‖₂ ≤ ‖W‖_F, still valid
-    for step in chain.activation_steps:
-        product *= step.activation.lipschitz(norm)
-    return 2.0 * gamma(length) * product + chain.jacobian_error_bound(norm)  # merged layers
+    product = product_rounded_up(
+        [certified_nonnegative_norm(step.weight.abs(), norm) for step in chain.affine_steps]
+        + [step.activation.lipschitz(norm) for step in chain.activation_steps]
+    )
+    return math.nextafter(
+        2.0 * gamma(length) * product + chain.jacobian_error_bound(norm), math.inf
+    )
 
 
-def deflate(value: float, margin: float) -> float:
-    """``value (1 − 2⁻³⁰) − margin``, at least 0: a float64 witness value made a lower bound."""
-    return max(0.0, value * (1.0 - RELATIVE_SLACK) - margin)
+def reported(value: float) -> float:
+    """``value (1 − 2⁻³⁰)``, at least 0: what a certificate reports for a certified value."""
+    return max(0.0, math.nextafter(value * (1.0 - RELATIVE_SLACK), 0.0))
