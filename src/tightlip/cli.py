@@ -9,6 +9,8 @@ line and exit with code 2; anything else is a bug and keeps its traceback (exit 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +30,15 @@ from tightlip.data import (
     default_fetch_dir,
     get_dataset,
     resolve_data_dir,
+)
+from tightlip.device import DEVICE_CHOICES, resolve_device
+from tightlip.distributed import (
+    DEFAULT_TIMEOUT_S,
+    SINGLE_PROCESS,
+    from_environment,
+    launcher_command,
+    running_under_launcher,
+    shutdown,
 )
 from tightlip.errors import BadArgumentError, ModelShapeError, TightlipError
 from tightlip.eval.config import EvalConfig
@@ -100,6 +111,14 @@ NormalizeOption = Annotated[
         help="per-channel input normalisation, folded into the model's first layer so that "
         "bounds and radii stay in raw-input units: none, auto (from the training data) or "
         "MEANS/STDS, e.g. 0.49,0.48,0.45/0.25,0.24,0.26 (default none)",
+    ),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help=f"where training and the attacks run: {', '.join(DEVICE_CHOICES)} (or cuda:N); "
+        "certification is float64 on the CPU whatever the device",
     ),
 ]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")]
@@ -197,12 +216,22 @@ def _train_and_report(
     dataset: str = "mnist",
     verify: bool = True,
     normalize: str | None = None,
+    device: str = "cpu",
+    dist_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """The one implementation behind ``run`` and ``train``."""
+    """The one implementation behind ``run`` and ``train``.
+
+    Started by torchrun as one of several processes, it joins the process group first; every
+    rank trains, rank 0 alone certifies and prints (:mod:`tightlip.distributed`).
+    """
     _set_threads()
+    context = SINGLE_PROCESS
     try:
         settings = merge_settings(method, preset, explicit, quick=quick)
         check_fresh_output(out, resume=resume, override=override, force=force)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if running_under_launcher() else None
+        place = resolve_device(device, local_rank)
+        context = from_environment(place, dist_timeout)
         run = RunConfig(
             settings=settings,
             out_dir=out,
@@ -212,15 +241,22 @@ def _train_and_report(
             dataset=get_dataset(dataset).info.name,
             verify=verify,
             normalize=normalize,
+            device=place,
+            distributed=context,
         )
         if not certify_after:
             loaded = load_data(data, quick, settings.train.seed, run.dataset, verify)
             _, seconds = build_and_train(run, loaded)
-            console.print(f"trained in {seconds:.1f} s; checkpoint in {out / 'checkpoint'}")
+            if context.is_main:
+                console.print(f"trained in {seconds:.1f} s; checkpoint in {out / 'checkpoint'}")
             return
         metrics = run_experiment(run)
     except USER_ERRORS as error:
         _fail(error)
+    finally:
+        shutdown(context)
+    if not context.is_main:
+        return
     _print_metrics(metrics)
     console.print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'certified.png'}")
 
@@ -231,6 +267,7 @@ def run(
     data: DataOption = None,
     dataset: DatasetOption = "mnist",
     verify: VerifyOption = True,
+    device: DeviceOption = "cpu",
     quick: QuickOption = False,
     preset: Annotated[
         str,
@@ -271,16 +308,40 @@ def run(
         force=force,
         dataset=dataset,
         verify=verify,
+        device=device,
     )
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/train"),
     data: DataOption = None,
     dataset: DatasetOption = "mnist",
     verify: VerifyOption = True,
     normalize: NormalizeOption = None,
+    device: DeviceOption = "cpu",
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="train on N processes per node, launched by torch.distributed.run (torchrun); "
+            "--batch-size stays the global batch, split over the processes",
+        ),
+    ] = None,
+    nnodes: Annotated[
+        str, typer.Option("--nnodes", help="with --nproc: nodes, N or MIN:MAX (as torchrun)")
+    ] = "1",
+    rdzv_endpoint: Annotated[
+        str | None,
+        typer.Option("--rdzv-endpoint", help="with --nnodes > 1: HOST:PORT every node joins"),
+    ] = None,
+    dist_timeout: Annotated[
+        float,
+        typer.Option(
+            "--dist-timeout", help="seconds a process waits for the others before the run fails"
+        ),
+    ] = DEFAULT_TIMEOUT_S,
     quick: QuickOption = False,
     method: Annotated[
         str | None, typer.Option(help=f"one of {', '.join(METHODS.names())} (default tightlip)")
@@ -336,8 +397,12 @@ def train(
     """Train a model (any method), checkpoint it every epoch, then certify it.
 
     Settings merge as: built-in defaults < the method's published defaults < --preset <
-    --quick < the flags given here.
+    --quick < the flags given here. With --nproc N the same command runs on N processes
+    (``torchrun --nproc-per-node N -m tightlip train ...`` is the same thing).
     """
+    if nproc is not None:
+        _launch(ctx, nproc, nnodes, rdzv_endpoint)
+        return
     try:
         explicit = {
             "norm": norm,
@@ -375,7 +440,55 @@ def train(
         dataset=dataset,
         verify=verify,
         normalize=normalize,
+        device=device,
+        dist_timeout=dist_timeout,
     )
+
+
+#: the options of ``train`` that choose how to launch, never forwarded to the processes
+LAUNCH_OPTIONS = frozenset({"nproc", "nnodes", "rdzv_endpoint"})
+
+
+def forwarded_arguments(ctx: typer.Context, drop: frozenset[str] = LAUNCH_OPTIONS) -> list[str]:
+    """The command and the options the user gave (not defaults), as a command line again."""
+    args = [ctx.info_name or "train"]
+    for param in ctx.command.params:
+        name = param.name
+        if name in drop or not getattr(param, "opts", None):
+            continue
+        if ctx.get_parameter_source(name).name not in ("COMMANDLINE", "ENVIRONMENT"):
+            continue
+        value = ctx.params[name]
+        if getattr(param, "is_flag", False):
+            if param.secondary_opts:
+                args.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                args.append(param.opts[0])
+        elif value is not None:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def _launch(ctx: typer.Context, nproc: int, nnodes: str, rdzv_endpoint: str | None) -> None:
+    """Run this command on ``nproc`` processes per node through torch.distributed.run."""
+    try:
+        if running_under_launcher():
+            raise BadArgumentError(
+                "--nproc: this process was already started by torchrun; leave out --nproc"
+            )
+        command = launcher_command(
+            forwarded_arguments(ctx), nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint
+        )
+    except USER_ERRORS as error:
+        _fail(error)
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        err_console.print(
+            f"[bold red]error:[/] distributed training failed: torch.distributed.run exited "
+            f"with code {code} (its report above names the rank that failed and why)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=code)
 
 
 @app.command()
@@ -393,6 +506,7 @@ def certify(
     radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
     attack_limit: int = _E.attack_limit or 0,
     lower_seconds: float = _E.lower_seconds,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Certify a trained checkpoint: bounds, tightness, certified and PGD accuracy.
 
@@ -425,6 +539,7 @@ def certify(
             method=config.get("method", "tightlip"),
             train_seconds=float(config.get("train_seconds", 0.0)),
             config=certify_config(checkpoint, evaluation, quick=quick),
+            device=resolve_device(device),
         )
         write_outputs(target, metrics)
     except USER_ERRORS as error:

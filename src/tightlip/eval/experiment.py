@@ -20,6 +20,8 @@ import tightlip
 from tightlip.bounds import MethodNotApplicableError, lower_bound
 from tightlip.certificate import Certificate, tightness
 from tightlip.data import DatasetSplits, MnistData, get_dataset, parse_normalization
+from tightlip.device import OnDevice
+from tightlip.distributed import SINGLE_PROCESS, Distributed
 from tightlip.errors import ModelShapeError, SoundnessError
 from tightlip.eval.certify import DEFAULT_RADII, certify, radius_key
 from tightlip.eval.config import EvalConfig
@@ -50,6 +52,10 @@ class RunConfig:
     verify: bool = True
     #: ``--normalize``: none, auto (from the training data) or MEANS/STDS per channel
     normalize: str | None = None
+    #: where training and the attacks run; certification stays float64 on the CPU
+    device: torch.device = torch.device("cpu")
+    #: this process's place in a torchrun run (rank 0 alone evaluates and writes)
+    distributed: Distributed = SINGLE_PROCESS
 
 
 def load_data(
@@ -115,11 +121,14 @@ def evaluate(
     method: str | Method = "tightlip",
     train_seconds: float = 0.0,
     config: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Bounds, certified and PGD accuracy of ``model`` on the test split, as a metrics dict.
 
     Every certificate reported (global, last-layer and the method's local one, if any) goes
     through the same PGD soundness cross-check in :func:`tightlip.eval.certify.certify`.
+    The attacks run on ``device`` (a copy of the model there); every bound and certificate is
+    computed in float64 on the CPU.
     """
     chosen = METHODS.get(method) if isinstance(method, str) else method
     started = time.perf_counter()
@@ -145,7 +154,7 @@ def evaluate(
         upper.value,
         radii,
         other_certificates=local,
-        attack_model=model,
+        attack_model=OnDevice(model, device),
         pgd_steps=evaluation.pgd_steps,
         pgd_restarts=evaluation.pgd_restarts,
         attack_limit=evaluation.attack_limit,
@@ -237,17 +246,25 @@ def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
         normalization=parse_normalization(run.normalize, data.train_x, data.example_shape),
         input_shape=data.example_shape,
         data_description={"dataset": data.dataset, "verify": run.verify},
+        device=run.device,
+        distributed=run.distributed,
     )
-    return result.model, result.train_seconds
+    return result.model.cpu(), result.train_seconds
 
 
 def run_experiment(run: RunConfig) -> dict[str, Any]:
-    """Train, certify and report; returns the metrics written to ``out_dir/metrics.json``."""
+    """Train, certify and report; returns the metrics written to ``out_dir/metrics.json``.
+
+    In a distributed run every rank trains; rank 0 alone certifies and writes (others return
+    ``{}``).
+    """
     data = load_data(
         run.data_dir, run.settings.quick, run.settings.train.seed, run.dataset, run.verify
     )
     settings = fit_to_data(run.settings, data)
     model, train_seconds = build_and_train(run, data)
+    if not run.distributed.is_main:
+        return {}
     config = {
         **settings.to_dict(),
         "train_examples": int(data.train_x.shape[0]),
@@ -255,6 +272,8 @@ def run_experiment(run: RunConfig) -> dict[str, Any]:
         "data_dir": str(data.data_dir) if data.data_dir else None,
         "verify": run.verify,
         "normalize": run.normalize,
+        "device": str(run.device),
+        "processes": run.distributed.world_size,
     }
     metrics = evaluate(
         model,
@@ -264,6 +283,7 @@ def run_experiment(run: RunConfig) -> dict[str, Any]:
         method=settings.method,
         train_seconds=train_seconds,
         config=config,
+        device=run.device,
     )
     write_outputs(run.out_dir, metrics)
     return metrics

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tightlip.data.normalize import Normalization
+from tightlip.distributed import Distributed
 from tightlip.errors import BadArgumentError, MethodNotApplicableError
 from tightlip.methods.registry import METHODS, Method
 from tightlip.model import ModelSpec
@@ -40,6 +41,8 @@ def fit(
     normalization: Normalization | None = None,
     input_shape: tuple[int, ...] | None = None,
     data_description: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    distributed: Distributed | None = None,
 ) -> TrainResult:
     """Train ``method`` (a name or a :class:`Method`) on ``(train_x, train_y)``.
 
@@ -49,6 +52,8 @@ def fit(
     fixed per-channel normalisation of inputs of ``input_shape`` (default: flat) in front of
     the model (module docstring). ``data_description`` (e.g. ``{"dataset": "cifar10"}``) is
     saved in the checkpoint, so ``certify`` knows which data the model was trained on.
+    ``device`` and ``distributed`` choose where and on how many processes training runs
+    (:func:`tightlip.train.loop.train`); the model is built identically on every rank.
     """
     chosen = METHODS.get(method) if isinstance(method, str) else method
     if spec.norm != config.norm:
@@ -75,6 +80,8 @@ def fit(
         stop_after_epochs=stop_after_epochs,
         on_epoch_end=on_epoch_end,
         data_description=data_description,
+        device=device,
+        distributed=distributed,
     )
 
 

@@ -21,6 +21,13 @@ checkpoint's history says which settings applied from which epoch on.
 Progress. On a terminal each epoch shows a progress bar; when stderr is not a terminal (a log
 file, a pipe, CI) each epoch prints one line instead (:func:`epoch_line`), so a log holds one
 line per epoch rather than a carriage-return update per step.
+
+Devices and processes. The loop runs where it is told (``device``), and on several processes
+under ``torch.distributed`` when given a :class:`~tightlip.distributed.Distributed` context:
+each rank trains its slice of every global batch of the same seeded order, DDP averages the
+gradients, and only rank 0 prints and checkpoints (the equivalence with one process is
+explained in :mod:`tightlip.distributed`). One process on the CPU computes exactly what it
+computed before either existed.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tightlip.distributed import SINGLE_PROCESS, Distributed
 from tightlip.errors import BadArgumentError, CheckpointError, ModelShapeError
 from tightlip.model import check_finite_parameters
 from tightlip.threads import uses_library_threads
@@ -134,6 +142,35 @@ def _saved_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+class TrainingStep(nn.Module):
+    """One step's loss ``objective(model, x, y)`` as a module, so that DDP can wrap it whole.
+
+    The penalty reads the weights outside the model's forward pass; inside this module's
+    forward it is part of the one forward that DDP prepares its gradient reduction for, and
+    the objective still receives the model itself (methods may ask for its class).
+    ``weight`` scales the loss that is differentiated (a rank's share, :mod:`tightlip.distributed`);
+    the unscaled loss is returned for the logs.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, y: torch.Tensor, weight: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        loss, stats = self.objective(self.model, x, y)
+        scaled = loss if weight is None else loss * weight
+        return scaled, loss.detach(), stats
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @uses_library_threads
 def train(
     model: nn.Module,
@@ -151,6 +188,8 @@ def train(
     stop_after_epochs: int | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     data_description: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    distributed: Distributed | None = None,
 ) -> TrainResult:
     """Train ``model`` with Adam on ``objective``; checkpoint to ``out_dir`` every epoch.
 
@@ -159,9 +198,20 @@ def train(
     records them in the history (module docstring). ``stop_after_epochs`` ends the run early
     (as if interrupted), which the resume test uses. ``data_description`` (which data set) is
     stored in the checkpoint's JSON under ``data``; it is not a training setting.
+
+    ``device`` (default: where the model is) receives the model, the objective's state and the
+    data; the trained model stays there. With ``distributed`` (a
+    :class:`~tightlip.distributed.Distributed` of several processes) every rank trains its
+    slice of each global batch of ``config.batch_size`` examples under DDP; only rank 0 prints,
+    calls ``on_epoch_end`` and writes checkpoints (:mod:`tightlip.distributed`).
     """
     if train_x.shape[0] != train_y.shape[0]:
         raise ModelShapeError(f"{train_x.shape[0]} inputs but {train_y.shape[0]} labels")
+    context = distributed or SINGLE_PROCESS
+    place = torch.device(device) if device is not None else _model_device(model)
+    model.to(place)
+    objective.to(place)
+    train_x, train_y = train_x.to(place), train_y.to(place)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, history, train_seconds = 0, [], 0.0
     changes: dict[str, dict[str, Any]] = {}
@@ -182,7 +232,9 @@ def train(
         history = list(saved.config.get("history", []))
         train_seconds = float(saved.config.get("train_seconds", 0.0))
 
-    bar_on_terminal = progress and sys.stderr.isatty()
+    step = context.wrap(TrainingStep(model, objective), place)
+    writes = context.is_main
+    bar_on_terminal = progress and writes and sys.stderr.isatty()
     n = train_x.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -190,11 +242,10 @@ def train(
         config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
     )
     for epoch in range(start_epoch, last_epoch):
-        model.train()
-        objective.train()
+        step.train()
         objective.start_epoch(epoch)
         started = time.perf_counter()
-        order = _epoch_order(n, config.seed, epoch)
+        order = _epoch_order(n, config.seed, epoch).to(place)
         totals = {"loss": 0.0, "acc": 0.0, "bound": 0.0}
         bar = tqdm(
             range(steps_per_epoch),
@@ -205,16 +256,23 @@ def train(
         )
         for batch in bar:
             index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            weight, share = None, 1.0
+            if context.enabled:
+                index, weight, share = _rank_slice(context, index)
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, epoch * steps_per_epoch + batch, total_steps)
-            loss, stats = objective(model, train_x[index], train_y[index])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}")
+            loss, unscaled, stats = step(train_x[index], train_y[index], weight)
+            if not torch.isfinite(unscaled):
+                raise FloatingPointError(f"loss became {float(unscaled)} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            totals["loss"] += float(loss.detach())
-            totals["acc"] += stats.get("acc", 0.0)
+            if context.enabled:
+                totals["loss"] += share * float(unscaled)
+                totals["acc"] += share * stats.get("acc", 0.0)
+            else:
+                totals["loss"] += float(unscaled)
+                totals["acc"] += stats.get("acc", 0.0)
             totals["bound"] = stats.get("bound", 0.0)
             bar.set_postfix(
                 loss=f"{totals['loss'] / (batch + 1):.3f}",
@@ -222,6 +280,9 @@ def train(
                 L=f"{totals['bound']:.3g}",
             )
         check_finite_parameters(model)
+        if context.enabled:
+            totals["loss"], totals["acc"] = context.all_reduce_sum([totals["loss"], totals["acc"]])
+            context.check_identical((model, objective), f"after epoch {epoch + 1}")
         train_seconds += time.perf_counter() - started
         summary = {
             "epoch": epoch + 1,
@@ -234,6 +295,8 @@ def train(
             summary["settings_changes"] = changes
             changes = {}
         history.append(summary)
+        if not writes:
+            continue
         if progress and not bar_on_terminal:
             print(epoch_line(summary, config.epochs), file=sys.stderr, flush=True)
         if on_epoch_end is not None:
@@ -259,6 +322,21 @@ def train(
             )
     model.eval()
     return TrainResult(model, history, train_seconds, epochs_run=len(history))
+
+
+def _rank_slice(
+    context: Distributed, index: torch.Tensor
+) -> tuple[torch.Tensor, float, float]:
+    """This rank's examples of a global batch, its loss weight ``W b_r / b`` and share ``b_r/b``.
+
+    A rank left without examples (a last batch smaller than the number of ranks) still runs
+    one forward and backward pass, on the batch's first example with weight 0, so that DDP's
+    gradient reduction and the penalty's power iteration see every rank.
+    """
+    local, share = context.shard(index)
+    if local.shape[0] == 0:
+        return index[:1], 0.0, 0.0
+    return local, context.world_size * share, share
 
 
 def _restore(
