@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets_formats import write_cifar_archive
 from typer.testing import CliRunner
 
 from tightlip.cli import app
@@ -16,8 +17,6 @@ from tightlip.data import CIFAR10, DATASETS
 from tightlip.data.cifar import CIFAR10_ARCHIVE
 from tightlip.models.normalized import Normalized
 from tightlip.train.checkpoint import load_checkpoint
-
-from test_datasets_formats import write_cifar_archive
 
 runner = CliRunner()
 
