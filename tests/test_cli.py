@@ -144,7 +144,17 @@ def test_bound_accepts_plain_state_dict(tmp_path) -> None:
     path = tmp_path / "plain.pt"
     torch.save(model.state_dict(), path)
     result = runner.invoke(
-        app, ["bound", str(path), "--lower-seconds", "1", "--data", str(tmp_path)]
+        app,
+        [
+            "bound",
+            str(path),
+            "--architecture",
+            "linear,relu,linear",
+            "--lower-seconds",
+            "1",
+            "--data",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "trivial" in result.output

@@ -1,4 +1,4 @@
-"""The ``tightlip`` command line: run, train, certify, bound, data.
+"""The ``tightlip`` command line: run, train, certify, bound, export, data.
 
 Thin by design: options become one explicit-settings dictionary, merged with the method's
 defaults and a preset by :func:`tightlip.settings.merge_settings`; the work is done by the
@@ -8,7 +8,9 @@ line and exit with code 2; anything else is a bug and keeps its traceback (exit 
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import os
 import subprocess
 import time
@@ -23,6 +25,8 @@ from rich.table import Table
 
 from tightlip.bounds import upper_methods
 from tightlip.bounds.portfolio import portfolio
+from tightlip.bounds.portfolio import skipped as skipped_certificate
+from tightlip.bounds.registry import UPPER_BOUNDS
 from tightlip.certificate import Certificate
 from tightlip.data import (
     DATASETS,
@@ -52,12 +56,16 @@ from tightlip.eval.experiment import (
     write_outputs,
 )
 from tightlip.eval.report import results_rows
+from tightlip.interop.describe import describe
+from tightlip.interop.imported import IMPORTED
+from tightlip.interop.load import LoadedModel
+from tightlip.interop.load import load as load_model_file
 from tightlip.methods import METHODS
-from tightlip.model import LayerChain, state_dict_to_chain, to_chain
+from tightlip.model import LayerChain, to_chain
 from tightlip.norms import parse_norm
 from tightlip.settings import PRESETS, QUICK_EPOCHS, QUICK_TRAIN_EXAMPLES, merge_settings
 from tightlip.threads import apply_thread_policy
-from tightlip.train.checkpoint import Checkpoint, load_checkpoint, read_state_dict_file
+from tightlip.train.checkpoint import Checkpoint, load_checkpoint
 from tightlip.train.config import TrainConfig
 from tightlip.train.losses import LOSSES
 
@@ -119,6 +127,22 @@ DeviceOption = Annotated[
         "--device",
         help=f"where training and the attacks run: {', '.join(DEVICE_CHOICES)} (or cuda:N); "
         "certification is float64 on the CPU whatever the device",
+    ),
+]
+ArchitectureOption = Annotated[
+    str | None,
+    typer.Option(
+        "--architecture",
+        help="for a state dict: its layers in order, e.g. 'flatten,linear,relu,linear' "
+        "(tensors NAME.weight with NAME the position, or 'fc1=linear,relu,fc2=linear'), or a "
+        "tightlip model spec JSON (inline or a .json file)",
+    ),
+]
+ModelArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="a tightlip checkpoint (directory or one of its files), an .onnx file, or a state "
+        "dict with --architecture"
     ),
 ]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")]
@@ -493,7 +517,7 @@ def _launch(ctx: typer.Context, nproc: int, nnodes: str, rdzv_endpoint: str | No
 
 @app.command()
 def certify(
-    ckpt: Annotated[Path, typer.Argument(help="checkpoint directory (or one of its files)")],
+    ckpt: ModelArgument,
     out: Annotated[
         Path | None,
         typer.Option(help="output directory (default: a new CKPT/../certify-<time> folder)"),
@@ -507,11 +531,26 @@ def certify(
     attack_limit: int = _E.attack_limit or 0,
     lower_seconds: float = _E.lower_seconds,
     device: DeviceOption = "cpu",
+    architecture: ArchitectureOption = None,
+    norm: Annotated[
+        str | None,
+        typer.Option("--norm", help="1, 2 or inf (default: the checkpoint's; 2 otherwise)"),
+    ] = None,
+    dataset_name: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="the test set for a network trained elsewhere (default mnist; a checkpoint "
+            "uses its own)",
+        ),
+    ] = None,
 ) -> None:
-    """Certify a trained checkpoint: bounds, tightness, certified and PGD accuracy.
+    """Certify a model: bounds, tightness, certified and PGD accuracy.
 
-    The results go to a folder of their own, never over those of the run that made the
-    checkpoint.
+    Any file ``bound`` reads: a checkpoint is certified on the data set it was trained on; an
+    ONNX file or a state dict with its architecture on --dataset, whose inputs must have the
+    network's input shape. The results go to a folder of their own, never over those of the
+    run that made the checkpoint.
     """
     _set_threads()
     try:
@@ -520,27 +559,38 @@ def certify(
             attack_limit=attack_limit,
             lower_seconds=lower_seconds,
         )
-        checkpoint = _load_checkpoint(ckpt)
-        target = certify_output_dir(checkpoint.directory, out, force=force)
-        config = checkpoint.config
-        norm = parse_norm(config.get("train", {}).get("norm", "2"))
-        trained_on = config.get("data", {})  # the data set of the run, as it was read
-        dataset = load_data(
-            data,
-            quick,
-            dataset=trained_on.get("dataset", "mnist"),
-            verify=trained_on.get("verify", True),
-        )
-        metrics = evaluate(
-            checkpoint.model,
-            norm,
-            dataset,
-            evaluation,
-            method=config.get("method", "tightlip"),
-            train_seconds=float(config.get("train_seconds", 0.0)),
-            config=certify_config(checkpoint, evaluation, quick=quick),
-            device=resolve_device(device),
-        )
+        loaded = _load_model_file(ckpt, architecture)
+        checkpoint = loaded.checkpoint
+        if checkpoint is None:
+            metrics, target = _certify_imported(
+                loaded, out, force, data, quick, evaluation, norm, dataset_name, device
+            )
+        else:
+            if dataset_name is not None:
+                raise BadArgumentError(
+                    "--dataset is for networks trained elsewhere; a checkpoint is certified on "
+                    "the data set it was trained on"
+                )
+            target = certify_output_dir(checkpoint.directory, out, force=force)
+            config = checkpoint.config
+            norm_name = parse_norm(norm or config.get("train", {}).get("norm", "2"))
+            trained_on = config.get("data", {})  # the data set of the run, as it was read
+            dataset = load_data(
+                data,
+                quick,
+                dataset=trained_on.get("dataset", "mnist"),
+                verify=trained_on.get("verify", True),
+            )
+            metrics = evaluate(
+                checkpoint.model,
+                norm_name,
+                dataset,
+                evaluation,
+                method=config.get("method", "tightlip"),
+                train_seconds=float(config.get("train_seconds", 0.0)),
+                config=certify_config(checkpoint, evaluation, quick=quick),
+                device=resolve_device(device),
+            )
         write_outputs(target, metrics)
     except USER_ERRORS as error:
         _fail(error)
@@ -548,6 +598,50 @@ def certify(
     console.print(
         f"wrote {target / 'metrics.json'}, {target / 'report.md'}, {target / 'certified.png'}"
     )
+
+
+def _certify_imported(
+    loaded: LoadedModel,
+    out: Path | None,
+    force: bool,
+    data: Path | None,
+    quick: bool,
+    evaluation: EvalConfig,
+    norm: str | None,
+    dataset_name: str | None,
+    device: str,
+) -> tuple[dict[str, Any], Path]:
+    """``certify`` for a network trained elsewhere (ONNX, state dict + architecture)."""
+    target = certify_output_dir(loaded.source, out, force=force)  # beside the file
+    name = dataset_name or "mnist"
+    dataset = load_data(data, quick, dataset=name)
+    features = dataset.test_x[0].numel()
+    wanted = math.prod(loaded.input_shape)
+    if features != wanted:
+        raise ModelShapeError(
+            f"{loaded.source} reads inputs of shape {loaded.input_shape} ({wanted} features) but "
+            f"the {name} test images have shape {tuple(dataset.test_x.shape[1:])} ({features} "
+            "features): certify needs a data set of the network's input shape (--dataset, --data)"
+        )
+    config = {
+        "model": str(loaded.source),
+        "model_format": loaded.kind,
+        "input_shape": list(loaded.input_shape),
+        "import_notes": list(loaded.notes),
+        "data": {"dataset": name},
+        "evaluation": evaluation.to_dict(),
+        "quick": quick,
+    }
+    metrics = evaluate(
+        loaded.model,
+        parse_norm(norm or "2"),
+        dataset,
+        evaluation,
+        method=IMPORTED,
+        config=config,
+        device=resolve_device(device),
+    )
+    return metrics, target
 
 
 def certify_output_dir(
@@ -588,11 +682,67 @@ def _load_checkpoint(path: Path) -> Checkpoint:
     return checkpoint
 
 
-def _load_any_model(path: Path, activation: str) -> LayerChain:
-    """A tightlip checkpoint, or a plain nn.Sequential state dict (.safetensors or .pt)."""
-    if path.is_dir() or path.name.startswith("checkpoint."):
-        return to_chain(_load_checkpoint(path).model)
-    return state_dict_to_chain(read_state_dict_file(path), activation)
+def _load_model_file(path: Path, architecture: str | None) -> LoadedModel:
+    """:func:`tightlip.interop.load.load` (checkpoint, ONNX, state dict + architecture),
+    printing its notes (what could not be verified, how an import was checked) on stderr."""
+    loaded = load_model_file(path, architecture=architecture)
+    for note in loaded.notes:
+        err_console.print(f"note: {escape(note)}", soft_wrap=True)
+    return loaded
+
+
+#: the SDP methods, with the option that limits the size of their SDP and how to measure it
+_SDP_LIMITS = {"lipsdp": "max_size", "eclipse": "max_width"}
+
+
+def _sdp_too_large(chain: LayerChain, method: str) -> str | None:
+    """"too large for an SDP (N variables …)" if ``method`` would refuse ``chain`` for its size
+    (decided before running it, so that no time is spent on a solve that cannot finish)."""
+    option = _SDP_LIMITS.get(method)
+    if option is None:
+        return None
+    from tightlip.bounds.slope import to_slope_network
+
+    try:
+        net = to_slope_network(chain, method)
+    except USER_ERRORS:
+        return None  # the method explains itself when it runs
+    if not net.hidden_widths:
+        return None
+    if method == "lipsdp":
+        rows = min(net.weights[0].shape) + sum(net.hidden_widths)
+        what = "rank of W_1 + hidden widths"
+    else:
+        rows = max(net.hidden_widths)
+        what = "the widest hidden layer, one SDP per layer"
+    limit = inspect.signature(UPPER_BOUNDS.get(method).run).parameters[option].default
+    if rows <= limit:
+        return None
+    return (
+        f"too large for an SDP ({rows * (rows + 1) // 2} variables in a {rows} × {rows} matrix: "
+        f"{what}; {method}'s {option} is {limit})"
+    )
+
+
+def _skip_line(method: str, reason: str) -> str:
+    """Why a method gave no bound, as ``bound`` prints it."""
+    return reason if reason.startswith("timed out") else f"skipped: {reason}"
+
+
+def _method_options(
+    methods: list[str], timeout: float | None, starts: torch.Tensor | None, lower_seconds: float
+) -> dict[str, dict[str, Any]]:
+    """Per-method options: the gradient search's budget; SDP solvers stop at 80 % of the time
+    limit, so that they can still return a certified value before the deadline kills them."""
+    options: dict[str, dict[str, Any]] = {
+        "gradient": {"starts": starts, "time_limit": lower_seconds}
+    }
+    if timeout is not None:
+        for name in methods:
+            run = UPPER_BOUNDS.get(name).run
+            if "time_limit" in inspect.signature(run).parameters:
+                options[name] = {"time_limit": 0.8 * timeout}
+    return options
 
 
 def _lower_bound_starts(chain: LayerChain, data: Path | None) -> torch.Tensor | None:
@@ -640,55 +790,165 @@ def _bound_table(title: str, certificates: list[Certificate], lower: Certificate
 
 @app.command()
 def bound(
-    ckpt: Annotated[Path, typer.Argument(help="tightlip checkpoint, or nn.Sequential state dict")],
+    ckpt: ModelArgument,
     norm: Annotated[str, typer.Option("--norm", help="1, 2 or inf")] = "2",
     method: Annotated[
         str, typer.Option(help=f"an upper-bound method ({', '.join(upper_methods())}), or 'all'")
     ] = "trivial",
-    activation: Annotated[
-        str, typer.Option(help="activation between Linear layers of a plain state dict")
-    ] = "relu",
+    architecture: ArchitectureOption = None,
     data: DataOption = None,
     lower_seconds: float = 30.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            help="seconds each upper-bound method may run before it is reported as timed out "
+            "(0: no limit)",
+        ),
+    ] = 120.0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="also write the table as JSON")
     ] = None,
 ) -> None:
-    """Print Lipschitz bounds of a model: value, value / lower bound, seconds."""
+    """Print the architecture read, then Lipschitz bounds: value, value / lower bound, seconds."""
     _set_threads()
     try:
         if lower_seconds < 0:
             raise BadArgumentError(f"--lower-seconds must be ≥ 0, got {lower_seconds:g}")
+        if timeout < 0:
+            raise BadArgumentError(f"--timeout must be ≥ 0, got {timeout:g}")
         norm_name = parse_norm(norm)
-        chain = _load_any_model(ckpt, activation)
+        methods = list(upper_methods()) if method == "all" else [UPPER_BOUNDS.resolve(method)]
+        loaded = _load_model_file(ckpt, architecture)
+        chain = to_chain(loaded.model)
         starts = _lower_bound_starts(chain, data)
-        methods = list(upper_methods()) if method == "all" else [method]
+    except USER_ERRORS as error:
+        _fail(error)
+    console.print(
+        f"architecture read from {ckpt} ({loaded.kind}, input {loaded.input_shape}):",
+        markup=False,
+        highlight=False,
+    )
+    for line in describe(chain, norm_name):
+        console.print(line, markup=False, highlight=False)
+    limit = timeout or None
+    too_large = {m: reason for m in methods if (reason := _sdp_too_large(chain, m))}
+    runnable = [m for m in methods if m not in too_large]
+    try:
         certificates = portfolio(
             chain,
             norm_name,
-            methods=methods,
+            methods=runnable,
             lower_methods=["gradient"],
-            options={"gradient": {"starts": starts, "time_limit": lower_seconds}},
+            options=_method_options(runnable, limit, starts, lower_seconds),
+            timeout=limit,
+            progress=(lambda line: err_console.print(line, markup=False, highlight=False))
+            if method == "all"
+            else None,
         )
     except USER_ERRORS as error:
         _fail(error)
-    uppers = [c for c in certificates if c.side != "lower"]
+    done = {c.method: c for c in certificates if c.side != "lower"}
+    for name, reason in too_large.items():
+        done[name] = skipped_certificate(name, norm_name, "upper", reason)
+    uppers = [done[m] for m in methods]
     lower = next(c for c in certificates if c.side == "lower")
     skipped = {c.method: c.details.get("reason", "") for c in uppers if c.details.get("skipped")}
     if method != "all" and skipped:
-        _fail(BadArgumentError(f"{method}: not applicable: {skipped[methods[0]]}"))
+        _fail(BadArgumentError(f"{methods[0]}: {_skip_line(methods[0], skipped[methods[0]])}"))
     applicable = [c for c in uppers if not c.details.get("skipped")]
     console.print(_bound_table(f"Lipschitz bounds ({norm_name}-norm) of {ckpt}", applicable, lower))
     if len(applicable) == 1 and applicable[0].layers:
         console.print(
             "per layer: "
-            + " · ".join(f"{layer.name}={layer.value:.5g}" for layer in applicable[0].layers)
+            + " · ".join(f"{layer.name}={layer.value:.5g}" for layer in applicable[0].layers),
+            markup=False,
         )
     for name, reason in skipped.items():
-        console.print(f"[yellow]{name}[/]: not applicable: {reason}")
+        console.print(f"[yellow]{name}[/]: {escape(_skip_line(name, reason))}")
     if json_out is not None:
-        rows = [c.to_dict() for c in [*applicable, lower]]
-        json_out.write_text(json.dumps({"bounds": rows, "skipped": skipped}, indent=2))
+        json_out.write_text(json.dumps(_bound_json(loaded, chain, norm_name, uppers, lower), indent=2))
+
+
+def _bound_json(
+    loaded: LoadedModel,
+    chain: LayerChain,
+    norm: str,
+    uppers: list[Certificate],
+    lower: Certificate,
+) -> dict[str, Any]:
+    """``bound --json``: one row per method (``method``, ``side``, ``value``, ``seconds``,
+    ``sound``, ``status``: ok, skipped or timed out), the architecture and the model read."""
+    rows = []
+    for cert in [*uppers, lower]:
+        if cert.details.get("skipped"):
+            status = "timed out" if cert.details.get("timed_out") else "skipped"
+            rows.append(
+                {
+                    "method": cert.method,
+                    "side": cert.side,
+                    "value": None,
+                    "seconds": cert.seconds,
+                    "sound": None,
+                    "status": status,
+                    "reason": _skip_line(cert.method, cert.details.get("reason", "")),
+                }
+            )
+        else:
+            rows.append({**cert.to_dict(), "status": "ok"})
+    skipped = {r["method"]: r["reason"] for r in rows if r["status"] != "ok"}
+    return {
+        "model": str(loaded.source),
+        "format": loaded.kind,
+        "input_shape": list(loaded.input_shape),
+        "architecture": describe(chain, norm),
+        "bounds": rows,
+        "skipped": skipped,
+    }
+
+
+@app.command("export")
+def export(
+    ckpt: ModelArgument,
+    out: Annotated[Path, typer.Argument(help="the .onnx file to write")],
+    architecture: ArchitectureOption = None,
+    dtype: Annotated[
+        str, typer.Option(help="auto (float32 when nothing rounds, else float64), float32, float64")
+    ] = "auto",
+    exporter: Annotated[
+        str, typer.Option(help="dynamo (torch.export, the default) or torchscript (faster)")
+    ] = "dynamo",
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+) -> None:
+    """Write a model as ONNX (every method; SinCos as Sin/Cos/Concat), read back and checked:
+    importing the file gives the same matrices, activations and bounds."""
+    _set_threads()
+    try:
+        if out.suffix.lower() != ".onnx":
+            raise BadArgumentError(f"the output must be an .onnx file, got {out}")
+        if out.exists() and not force:
+            raise BadArgumentError(f"{out} exists: pass --force to replace it")
+        loaded = _load_model_file(ckpt, architecture)
+        from tightlip.interop.onnx_export import export_onnx  # onnx loads in about a second
+
+        result = export_onnx(
+            loaded.model,
+            out,
+            dtype=dtype,
+            input_shape=loaded.input_shape,
+            source=str(ckpt),
+            exporter=exporter,
+        )
+    except USER_ERRORS as error:
+        _fail(error)
+    console.print(
+        f"wrote {out}: {result.nodes} ONNX nodes, {result.dtype}, input shape "
+        f"(batch, {', '.join(str(s) for s in loaded.input_shape)}); it reads back as the same "
+        "network",
+        highlight=False,
+    )
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
 
 
 @data_app.command("fetch")

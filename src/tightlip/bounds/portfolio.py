@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from torch import nn
 
+from tightlip.bounds.deadline import TimedOut, run_with_deadline
 from tightlip.bounds.registry import (
     LOWER_BOUNDS,
     UPPER_BOUNDS,
@@ -66,12 +68,29 @@ def skipped(method: str, norm: NormName, side: Side, reason: str) -> Certificate
     )
 
 
+def timed_out(method: str, norm: NormName, seconds: float) -> Certificate:
+    """A placeholder for an upper method stopped at its time limit (``+∞``, never wrong)."""
+    reason = f"timed out after {seconds:.0f} s"
+    return Certificate(
+        value=math.inf,
+        method=method,
+        norm=norm,
+        side="upper",
+        sound=True,
+        seconds=seconds,
+        notes=(reason,),
+        details={"skipped": True, "timed_out": True, "reason": reason},
+    )
+
+
 def portfolio(
     model: nn.Module | LayerChain,
     norm: NormName | str = "2",
     methods: Sequence[str] | None = None,
     lower_methods: Sequence[str] | None = None,
     options: dict[str, dict[str, Any]] | None = None,
+    timeout: float | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Certificate]:
     """Certificates from every upper method (default: all registered) and lower method.
 
@@ -79,6 +98,9 @@ def portfolio(
     ``MethodNotApplicableError`` is kept as a skipped entry. ``options`` maps a method name
     to keyword options for it. Upper certificates come first, in ``methods`` order, then the
     lower ones; each applicable upper certificate has ``details["ratio_to_best_lower"]``.
+    ``timeout`` limits each upper method to that many seconds
+    (:func:`~tightlip.bounds.deadline.run_with_deadline`): one that runs longer is a skipped
+    entry with ``details["timed_out"]``. ``progress`` is called with a line before each method.
     """
     chain = to_chain(model)
     norm_name = parse_norm(norm)
@@ -90,11 +112,20 @@ def portfolio(
         else registered_lower_methods()
     )
     upper_certs: list[Certificate] = []
-    for name in uppers:
+    for index, name in enumerate(uppers, start=1):
+        if progress is not None:
+            limit = f", time limit {timeout:g} s" if timeout is not None else ""
+            progress(f"[{index}/{len(uppers)}] {name}{limit}")
+        call = partial(upper_bound, chain, norm_name, name, **options.get(name, {}))
         try:
-            upper_certs.append(upper_bound(chain, norm_name, name, **options.get(name, {})))
+            result = run_with_deadline(call, timeout)
         except MethodNotApplicableError as exc:
             upper_certs.append(skipped(name, norm_name, "upper", str(exc)))
+            continue
+        if isinstance(result, TimedOut):
+            upper_certs.append(timed_out(name, norm_name, result.seconds))
+        else:
+            upper_certs.append(result)
     lower_certs: list[Certificate] = []
     for name in lowers:
         try:

@@ -108,6 +108,10 @@ def parse_architecture(text: str) -> list[LayerItem]:
         if len(args) > allowed:
             raise BadArgumentError(f"layer {part!r} takes {allowed or 'no'} argument(s)")
         items.append(LayerItem(match["name"] or str(position), kind, args))
+    names = [item.name for item in items]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BadArgumentError(f"layer names must differ; {', '.join(repeated)} appear twice")
     return items
 
 
