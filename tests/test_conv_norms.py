@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tightlip.convolution import AvgPool2dOperator, Conv2dOperator
+from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator
 from tightlip.convolution.spectral import circulant_spectral_bound
 from tightlip.errors import ModelShapeError, UnsupportedLayerError
 from tightlip.norms import NORMS, svd_inflation

@@ -9,7 +9,13 @@ affine maps and activations held in float64 on the CPU:
 ``to_chain`` accepts ``nn.Sequential`` trees of ``nn.Linear``, ``nn.Flatten``/``nn.Identity``,
 tightlip activations and ``nn.ReLU``/``nn.Tanh``, plus any module that implements
 ``chain_steps() -> list[AffineStep | ActivationStep]`` (how the baselines, e.g. Sandwich layers,
-plug in). Anything else raises :class:`UnsupportedLayerError` naming the layer.
+plug in). Convolutional networks add ``nn.Conv2d`` (groups 1, zero or circular padding),
+``nn.AvgPool2d``/``nn.AdaptiveAvgPool2d`` (linear operators of
+:mod:`tightlip.convolution.operators`), ``nn.MaxPool2d`` (a nonlinear step,
+:class:`~tightlip.layers.pooling.MaxPool2dActivation`), ``nn.Unflatten`` (which gives the
+shape ``(C, H, W)`` of the maps, tracked through the layers) and activations wrapped in
+:class:`~tightlip.layers.channels.OnChannels`; the chain still holds flat rows, the maps
+flattened in C order. Anything else raises :class:`UnsupportedLayerError` naming the layer.
 
 The linear part of each affine step is a :class:`~tightlip.operators.LinearOperator`
 (:class:`~tightlip.operators.Dense` for an ``nn.Linear``). Consecutive affine maps are merged
@@ -25,6 +31,7 @@ the rounding error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,8 +39,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from tightlip.arch import (
+    ConvLayer,
+    DenseLayer,
+    Layer,
+    dense_widths,
+    format_arch,
+    infer_image_shape,
+    is_convolutional,
+    parse_arch,
+)
+from tightlip.convolution.geometry import conv_axes
+from tightlip.convolution.modules import avg_pool_operator, conv_operator
 from tightlip.errors import MethodNotApplicableError, ModelShapeError, UnsupportedLayerError
 from tightlip.layers import Activation, Linear, as_activation, make_activation
+from tightlip.layers.channels import OnChannels
+from tightlip.layers.conv import Conv2d
+from tightlip.layers.pooling import AvgPool2d, MaxPool2d, max_pool_activation, pool_axes
 from tightlip.norms import (
     NormName,
     certified_nonnegative_norm,
@@ -41,7 +63,7 @@ from tightlip.norms import (
     product_rounded_up,
     round_up,
 )
-from tightlip.operators import Dense, LinearOperator, Product
+from tightlip.operators import Dense, Identity, LinearOperator, Product
 
 # --------------------------------------------------------------------------------------------
 # Building models from a short description
@@ -50,7 +72,16 @@ from tightlip.operators import Dense, LinearOperator, Product
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A fully connected network: ``input_dim → widths… → num_classes``.
+    """A network described in a few fields: an MLP by ``widths``, any network by ``arch``.
+
+    ``widths`` gives the hidden widths of an MLP ``input_dim → widths… → num_classes``;
+    ``arch`` describes convolutional networks in one string (:mod:`tightlip.arch`, e.g.
+    ``"c32k3,c32k4s2,c64k3,c64k4s2,f512,f512"``), read on inputs of ``input_shape``
+    ``(C, H, W)`` (inferred from ``input_dim`` when empty: 784 → ``(1, 28, 28)``, 3072 →
+    ``(3, 32, 32)``). Both map to one list of layer descriptions, :attr:`layers`: an ``arch``
+    of dense layers only *is* ``widths`` (it is stored as such), and with a convolutional
+    ``arch``, ``widths`` holds its dense widths. An MLP keeps no ``input_shape`` (only its flat
+    size matters), so its description is what it always was.
 
     ``norm`` is the norm the network is trained and certified in; ``bias`` turns bias terms on
     (an ablation: biases are an obstruction to tightness).
@@ -62,17 +93,70 @@ class ModelSpec:
     activation: str = "sincos"
     norm: NormName = "2"
     bias: bool = False
+    arch: str = ""
+    input_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "norm", parse_norm(self.norm))
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         make_activation(self.activation)  # validates the name
         if self.input_dim < 1 or self.num_classes < 1 or any(w < 1 for w in self.widths):
             raise ModelShapeError(f"all layer sizes must be positive, got {self}")
+        if self.input_shape and math.prod(self.input_shape) != self.input_dim:
+            raise ModelShapeError(
+                f"input_shape {self.input_shape} has {math.prod(self.input_shape)} entries, "
+                f"but input_dim is {self.input_dim}"
+            )
+        layers = parse_arch(self.arch) if self.arch.strip() else None
+        if layers is not None:
+            object.__setattr__(self, "widths", dense_widths(layers))
+        if layers is None or not is_convolutional(layers):
+            object.__setattr__(self, "arch", "")
+            object.__setattr__(self, "input_shape", ())
+            return
+        object.__setattr__(self, "arch", format_arch(layers))
+        if not self.input_shape:
+            object.__setattr__(self, "input_shape", infer_image_shape(self.input_dim))
+        if len(self.input_shape) != 3:
+            raise ModelShapeError(
+                f"a convolutional network needs input_shape (C, H, W), got {self.input_shape}"
+            )
+        self.feature_shapes()  # validates every layer's geometry
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """The layer descriptions (:mod:`tightlip.arch`), the classifier not included."""
+        return parse_arch(self.arch) if self.arch else tuple(DenseLayer(w) for w in self.widths)
+
+    @property
+    def convolutional(self) -> bool:
+        return bool(self.arch)
+
+    def feature_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shape after each convolution (with its activation) or pooling, in order."""
+        shape = self.input_shape
+        expansion = make_activation(self.activation).expansion
+        shapes = []
+        for layer in self.layers:
+            if isinstance(layer, DenseLayer):
+                break
+            if isinstance(layer, ConvLayer):
+                out = _conv_output(layer, shape)
+                shape = (expansion * layer.channels, *out)
+            else:
+                axes = pool_axes(shape[1:], layer.kernel, layer.step, 0)
+                shape = (shape[0], axes[0].output, axes[1].output)
+            shapes.append(shape)
+        return tuple(shapes)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["widths"] = list(self.widths)
+        data["input_shape"] = list(self.input_shape)
+        for key in ("arch", "input_shape"):  # an MLP's description stays what it always was
+            if not data[key]:
+                del data[key]
         return data
 
     @classmethod
@@ -81,10 +165,32 @@ class ModelSpec:
         return cls(**known)
 
 
+def _conv_output(layer: ConvLayer, shape: tuple[int, ...]) -> tuple[int, int]:
+    axes = conv_axes(
+        (shape[1], shape[2]),
+        (layer.kernel, layer.kernel),
+        (layer.stride, layer.stride),
+        (layer.dilation, layer.dilation),
+        ((layer.pad, layer.pad), (layer.pad, layer.pad)),
+        layer.circular,
+    )
+    return (axes[0].output, axes[1].output)
+
+
 def build_model(spec: ModelSpec) -> nn.Sequential:
-    """``nn.Sequential(Flatten, Linear, σ, Linear, σ, …, Linear)`` from a :class:`ModelSpec`."""
+    """``nn.Sequential`` from a :class:`ModelSpec`.
+
+    An MLP is ``(Flatten, Linear, σ, Linear, σ, …, Linear)``; a convolutional network is
+    ``(Flatten, Unflatten(C, H, W), Conv2d, OnChannels(σ), [pooling], …, Flatten, Linear, σ, …,
+    Linear)``: it reads flat or image-shaped inputs, and ``to_chain`` reads its input shape from
+    the ``Unflatten``.
+    """
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = spec.input_dim
+    if spec.convolutional:
+        layers.append(nn.Unflatten(1, spec.input_shape))
+        fan_in = _build_feature_layers(spec, layers)
+        layers.append(nn.Flatten())
     for width in spec.widths:
         activation = make_activation(spec.activation)
         layers += [Linear(fan_in, width, bias=spec.bias), activation]
@@ -93,9 +199,42 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _build_feature_layers(spec: ModelSpec, layers: list[nn.Module]) -> int:
+    """Append the convolutions and pooling of ``spec``; returns the flat size they produce."""
+    shape = spec.input_shape
+    for layer, out_shape in zip(spec.layers, spec.feature_shapes(), strict=False):
+        if isinstance(layer, ConvLayer):
+            layers.append(
+                Conv2d(
+                    shape[0],
+                    layer.channels,
+                    layer.kernel,
+                    stride=layer.stride,
+                    padding=layer.pad,
+                    dilation=layer.dilation,
+                    bias=spec.bias,
+                    padding_mode="circular" if layer.circular else "zeros",
+                )
+            )
+            activation = OnChannels(make_activation(spec.activation))
+            activation.chain_activation((layer.channels, *out_shape[1:]))  # validates channels
+            layers.append(activation)
+        elif layer.kind == "avg":
+            layers.append(AvgPool2d(layer.kernel, layer.step))
+        else:
+            layers.append(MaxPool2d(layer.kernel, layer.step))
+        shape = out_shape
+    return math.prod(shape)
+
+
 # --------------------------------------------------------------------------------------------
 # The chain representation
 # --------------------------------------------------------------------------------------------
+
+#: verifiers that read dense matrices (ECLipsE, LipSDP, Syed–Hu, exact regions, MILP) lower a
+#: layer to its matrix only up to this many entries (32 MiB in float64): a convolution on a few
+#: hundred pixels, not 4C3F's 25 088 × 784 first layer
+VERIFIER_DENSE_ENTRIES = 2**22
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +293,22 @@ class AffineStep:
     def certified_norm(self, norm: NormName) -> float:
         """A float ``≥ ‖A‖_{p→p}`` (the operator's certified norm)."""
         return self.operator.certified_norm(norm)
+
+    def dense_weight(
+        self, method: str, max_entries: int | None = VERIFIER_DENSE_ENTRIES
+    ) -> torch.Tensor:
+        """:attr:`weight` for a verifier that reads dense matrices, lowered only up to
+        ``max_entries`` entries (:data:`VERIFIER_DENSE_ENTRIES`); above it
+        :class:`MethodNotApplicableError` says the layer is too large for ``method``."""
+        try:
+            return self.operator.dense(max_entries)
+        except MethodNotApplicableError:
+            size = f"{max(self.in_features, self.out_features):,}".replace(",", " ")
+            raise MethodNotApplicableError(
+                f"{method} is not applicable: {self.name} is a {size}-dimensional layer (its "
+                f"{self.out_features} × {self.in_features} matrix has more than {max_entries} "
+                "entries to lower); the trivial bound reads it as an operator"
+            ) from None
 
     def weight_error(self) -> torch.Tensor:
         """A non-negative matrix ``E`` with ``|weight − A| ≤ E`` entrywise (zeros if exact)."""
@@ -290,6 +445,13 @@ class LayerChain:
         return self.steps[0].in_features
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input: the first operator's ``input_shape`` (``(C, H, W)`` for a
+        convolutional network), else ``(input_dim,)``."""
+        shape = self.steps[0].operator.input_shape
+        return tuple(shape) if shape is not None else (self.input_dim,)
+
+    @property
     def output_dim(self) -> int:
         return self.steps[-1].out_features
 
@@ -346,54 +508,176 @@ class LayerChain:
 # torch.nn.Module → LayerChain
 # --------------------------------------------------------------------------------------------
 
-_TRANSPARENT = (nn.Flatten, nn.Identity)
-
-
-def to_chain(model: nn.Module | LayerChain) -> LayerChain:
+def to_chain(
+    model: nn.Module | LayerChain, input_shape: tuple[int, ...] | None = None
+) -> LayerChain:
     """Convert a model to a :class:`LayerChain`, merging consecutive affine maps.
 
-    Raises :class:`UnsupportedLayerError` for layers it cannot reason about (convolutions,
-    normalisation, dropout in training mode, unknown activations, ...).
+    Convolutions and pooling need the shape ``(C, H, W)`` of the maps they receive: it is
+    read from an ``nn.Unflatten`` in the model (as :func:`build_model` writes) or given as
+    ``input_shape``, and tracked through the layers. Raises :class:`UnsupportedLayerError` for
+    layers it cannot reason about (normalisation, dropout in training mode, grouped
+    convolutions, unknown activations, ...).
     """
     if isinstance(model, LayerChain):
         return model
-    steps = list(_flatten_steps(model, prefix=""))
+    converter = _Converter(None if input_shape is None else tuple(input_shape))
+    converter.visit(model, prefix="")
+    if not any(isinstance(s, AffineStep) for s in converter.steps):
+        raise UnsupportedLayerError("the model has no linear layer")
+    return LayerChain(tuple(_alternate(converter.steps, converter.first_width)))
+
+
+def _alternate(steps: Sequence[Step], first_width: int | None) -> list[Step]:
+    """Merge consecutive affine steps (a :class:`Product`) and put an exact identity between
+    consecutive nonlinear steps (an activation followed by max pooling) and before a leading
+    one, so that the chain alternates."""
     merged: list[Step] = []
+    width = first_width
     for step in steps:
         if isinstance(step, AffineStep) and merged and isinstance(merged[-1], AffineStep):
             merged[-1] = merged[-1].then(step)
         else:
+            if isinstance(step, ActivationStep) and (not merged or not _is_affine(merged[-1])):
+                if width is None:
+                    raise ModelShapeError(f"{step.name}: the model must start with a linear layer")
+                merged.append(AffineStep(Identity(width), name=f"{step.name}.identity"))
             merged.append(step)
-    if not any(isinstance(s, AffineStep) for s in merged):
-        raise UnsupportedLayerError("the model has no linear layer")
-    return LayerChain(tuple(merged))
+        if isinstance(step, AffineStep):
+            width = step.out_features
+        elif width is not None:
+            width = step.activation.out_features(width)
+    return merged
 
 
-def _flatten_steps(module: nn.Module, prefix: str) -> Iterator[Step]:
-    name = prefix or type(module).__name__
-    if hasattr(module, "chain_steps"):
-        yield from module.chain_steps()
-        return
-    if isinstance(module, nn.Sequential):
-        for child_name, child in module.named_children():
-            yield from _flatten_steps(child, f"{prefix}.{child_name}" if prefix else child_name)
-        return
-    if isinstance(module, _TRANSPARENT):
-        return
-    if isinstance(module, nn.Dropout) and not module.training:
-        return
-    if type(module) in (nn.Linear, Linear):
-        yield AffineStep(module.weight, module.bias, name=name)
-        return
-    activation = as_activation(module)
-    if activation is not None:
-        yield ActivationStep(activation, name=name)
-        return
-    raise UnsupportedLayerError(
-        f"unsupported layer {name!r} of type {type(module).__name__}: tightlip handles "
-        "nn.Sequential models of Linear layers and the activations in tightlip.layers "
-        "(plus nn.ReLU, nn.Tanh, nn.Flatten), or modules that define chain_steps()"
-    )
+def _is_affine(step: Step) -> bool:
+    return isinstance(step, AffineStep)
+
+
+class _Converter:
+    """Walks a module tree, collecting steps and tracking the shape of what flows through.
+
+    ``shape`` is ``(C, H, W)`` for feature maps, ``(n,)`` for flat rows, ``None`` when unknown.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...] | None) -> None:
+        self.shape = input_shape
+        self.first_width = None if input_shape is None else math.prod(input_shape)
+        self.steps: list[Step] = []
+
+    @property
+    def _maps(self) -> bool:
+        return self.shape is not None and len(self.shape) == 3
+
+    def _add(self, step: Step, shape: tuple[int, ...] | None) -> None:
+        if self.first_width is None and not self.steps and isinstance(step, AffineStep):
+            self.first_width = step.in_features
+        self.steps.append(step)
+        self.shape = shape
+
+    def visit(self, module: nn.Module, prefix: str) -> None:
+        name = prefix or type(module).__name__
+        if hasattr(module, "chain_steps"):
+            for step in module.chain_steps():
+                self._add(step, None)
+            self.shape = _flat_width_after(self.steps)
+            return
+        if isinstance(module, nn.Sequential):
+            for child_name, child in module.named_children():
+                self.visit(child, f"{prefix}.{child_name}" if prefix else child_name)
+            return
+        if isinstance(module, nn.Identity) or (
+            isinstance(module, nn.Dropout) and not module.training
+        ):
+            return
+        if isinstance(module, nn.Flatten):
+            self.shape = None if self.shape is None else (math.prod(self.shape),)
+            return
+        if isinstance(module, nn.Unflatten):
+            self._unflatten(module, name)
+            return
+        if type(module) in (nn.Linear, Linear):
+            if self._maps:
+                raise UnsupportedLayerError(
+                    f"{name}: a Linear layer applied to {self.shape} feature maps acts on their "
+                    "last axis; put nn.Flatten() before it"
+                )
+            self._add(AffineStep(module.weight, module.bias, name=name), (module.out_features,))
+            return
+        if isinstance(module, nn.Conv2d | nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.MaxPool2d):
+            self._feature_map_layer(module, name)
+            return
+        if isinstance(module, OnChannels):
+            shape = self._require_maps(module, name)
+            activation = module.chain_activation(shape)
+            out = (module.out_channels(shape[0]), shape[1], shape[2])
+            self._add(ActivationStep(activation, name=name), out)
+            return
+        activation = as_activation(module)
+        if activation is not None:
+            self._activation(activation, name)
+            return
+        raise UnsupportedLayerError(
+            f"unsupported layer {name!r} of type {type(module).__name__}: tightlip handles "
+            "nn.Sequential models of Linear and Conv2d layers, average and max pooling, and "
+            "the activations in tightlip.layers (plus nn.ReLU, nn.Tanh, nn.Flatten, "
+            "nn.Unflatten), or modules that define chain_steps()"
+        )
+
+    def _unflatten(self, module: nn.Unflatten, name: str) -> None:
+        sizes = tuple(int(s) for s in module.unflattened_size)
+        if module.dim not in (1, -1) or (self.shape is not None and len(self.shape) != 1):
+            raise UnsupportedLayerError(
+                f"{name}: tightlip reads nn.Unflatten(1, (C, H, W)) applied to flat rows only"
+            )
+        if self.shape is not None and math.prod(sizes) != self.shape[0]:
+            raise ModelShapeError(f"{name}: cannot unflatten {self.shape[0]} features to {sizes}")
+        if self.first_width is None and not self.steps:
+            self.first_width = math.prod(sizes)
+        self.shape = sizes
+
+    def _require_maps(self, module: nn.Module, name: str) -> tuple[int, int, int]:
+        if not self._maps:
+            raise UnsupportedLayerError(
+                f"{name}: {type(module).__name__} needs the (C, H, W) shape of its input; start "
+                "the model with nn.Unflatten(1, (C, H, W)) or pass input_shape to to_chain"
+            )
+        return self.shape  # type: ignore[return-value]
+
+    def _feature_map_layer(self, module: nn.Module, name: str) -> None:
+        shape = self._require_maps(module, name)
+        if isinstance(module, nn.Conv2d):
+            operator, bias = conv_operator(module, shape, name)
+            self._add(AffineStep(operator, bias, name=name), operator.output_shape)
+        elif isinstance(module, nn.MaxPool2d):
+            activation = max_pool_activation(module, shape, name)
+            self._add(ActivationStep(activation, name=name), activation.output_shape)
+        else:
+            operator = avg_pool_operator(module, shape, name)  # type: ignore[arg-type]
+            self._add(AffineStep(operator, name=name), operator.output_shape)
+
+    def _activation(self, activation: Activation, name: str) -> None:
+        if self._maps and activation.expansion != 1:
+            raise UnsupportedLayerError(
+                f"{name}: {type(activation).__name__} on {self.shape} feature maps concatenates "
+                f"along their last axis; wrap it as tightlip.layers.OnChannels("
+                f"{type(activation).__name__}()) to act on channels"
+            )
+        shape = self.shape
+        if shape is not None and len(shape) == 1:
+            shape = (activation.out_features(shape[0]),)
+        self._add(ActivationStep(activation, name=name), shape)
+
+
+def _flat_width_after(steps: Sequence[Step]) -> tuple[int, ...] | None:
+    """The flat width after ``steps`` (``None`` when it cannot be told)."""
+    width: int | None = None
+    for step in steps:
+        if isinstance(step, AffineStep):
+            width = step.out_features
+        elif width is not None:
+            width = step.activation.out_features(width)
+    return None if width is None else (width,)
 
 
 def state_dict_to_chain(

@@ -144,7 +144,8 @@ class _Enumerator:
             pieces = (
                 _pieces(activations[index], step.out_features) if index < len(activations) else None
             )
-            self.layers.append((step.weight.numpy().astype(np.float64), bias, pieces))
+            weight = step.dense_weight("exact-regions").numpy().astype(np.float64)
+            self.layers.append((weight, bias, pieces))
         self.result = RegionEnumeration()
 
     # --- LP -----------------------------------------------------------------------------------

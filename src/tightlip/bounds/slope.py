@@ -152,7 +152,9 @@ def to_slope_network(chain: LayerChain, method: str = "slope-restriction methods
     activations without a slope-restricted form (their own reason is quoted).
     """
     affine = chain.affine_steps
-    weights = [step.weight.numpy().astype(np.float64, copy=True) for step in affine]
+    weights = [
+        step.dense_weight(method).numpy().astype(np.float64, copy=True) for step in affine
+    ]
     biases = [_bias(step) for step in affine]
     layers: list[SlopeLayer] = []
     notes: list[str] = []

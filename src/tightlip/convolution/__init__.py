@@ -7,9 +7,12 @@
   multi-channel Fourier blocks of Sedghi et al. 2019, polyphase for strides, rounding included);
 * :mod:`~tightlip.convolution.operators` — :class:`Conv2dOperator` and
   :class:`AvgPool2dOperator`, implementations of :class:`tightlip.operators.LinearOperator`.
+
+The package imports nothing at load time beyond :mod:`~tightlip.convolution.geometry` (pure
+index arithmetic, which :mod:`tightlip.layers.pooling` also reads), so that ``layers`` stay
+below ``operators``; import the operators from :mod:`tightlip.convolution.operators`.
 """
 
 from tightlip.convolution.geometry import Axis, FourierPlan, resolve_padding
-from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator
 
-__all__ = ["Axis", "AvgPool2dOperator", "Conv2dOperator", "FourierPlan", "resolve_padding"]
+__all__ = ["Axis", "FourierPlan", "resolve_padding"]
