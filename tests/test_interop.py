@@ -440,3 +440,33 @@ def test_load_model_checks_a_module_and_refuses_a_bare_state_dict(tmp_path) -> N
         tl.load_model(tmp_path / "plain.pt")
     loaded = tl.load_model(tmp_path / "plain.pt", architecture="linear,sigmoid,linear")
     assert isinstance(loaded.chain.activation_steps[0].activation, Sigmoid)
+
+
+def test_an_inference_dropout_node_is_the_identity() -> None:
+    nodes = [helper.make_node("Dropout", ["x"], ["d"]), helper.make_node("Gemm", ["d", "W"], ["y"], transB=1)]
+    imported = import_onnx(_graph(nodes, {"W": W}))
+    torch.testing.assert_close(imported.chain.affine_steps[0].weight, torch.from_numpy(W).double())
+
+
+class _ViewNet(nn.Module):
+    """``x.view(x.size(0), -1)`` (Shape/Gather/Unsqueeze/Concat/Reshape); Dropout in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.fc = nn.Linear(12, 3)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(x.view(x.size(0), -1)))
+
+
+def test_a_computed_batch_first_reshape_is_read(tmp_path) -> None:
+    model = _ViewNet().eval()
+    _export(model, tmp_path / "view.onnx", args=(torch.randn(2, 3, 2, 2),),
+            input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "view.onnx")).graph.node]
+    assert {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape"} <= set(ops)
+    imported = import_onnx(tmp_path / "view.onnx")
+    assert imported.input_shape == (3, 2, 2)
+    torch.testing.assert_close(imported.chain.affine_steps[0].weight, model.fc.weight.double())

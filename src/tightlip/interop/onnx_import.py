@@ -6,8 +6,10 @@ order (:mod:`tightlip.interop.expressions` tracks what each tensor is). Supporte
 
 * affine: ``Gemm`` (``alpha``, ``beta``, ``transB``), ``MatMul`` by a constant matrix, ``Add`` /
   ``Sub`` / ``Mul`` / ``Div`` by constants (input normalisation), ``Neg``, ``BatchNormalization``
-  in inference form, ``Flatten`` and ``Reshape`` of a batch-first tensor, ``Identity``,
-  ``Constant``; consecutive affine nodes are folded into one affine step, exactly or with a
+  in inference form, ``Flatten`` and ``Reshape`` of a batch-first tensor (also to a shape
+  computed by ``Shape``, ``Gather``, ``Unsqueeze``, ``Concat``, as ``x.view(x.size(0), -1)``
+  exports), ``Identity``, ``Dropout`` (inference), ``Cast`` to a float type, ``Constant``;
+  consecutive affine nodes are folded into one affine step, exactly or with a
   certified rounding error (:mod:`tightlip.interop.affine`), so every bound and every radius is
   in the units of the raw input;
 * activations: ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Abs``, ``Clip(z, 0, θ)``, and
@@ -71,6 +73,9 @@ SUPPORTED_NODES = (
     "Shape",
     "Gather",
     "Cast",
+    "Squeeze",
+    "Unsqueeze",
+    "Dropout",
 )
 #: refused until tightlip reads convolutions
 CONVOLUTION_NODES = frozenset(
@@ -547,8 +552,20 @@ class _GraphReader:
             raise self.refuse(f"flattens at axis {axis}; tightlip keeps the batch axis (axis 1)")
         return replace(lin, shape=(math.prod(lin.shape),), negates=None)
 
+    def _reshape_targets(self, name: str) -> dict[int, np.ndarray]:
+        """The target shape per batch size tried (a computed shape holds the batch size)."""
+        target = self.get(name)
+        if isinstance(target, ShapeOf):
+            return {
+                batch: np.asarray([batch if d is None else d for d in target.dims], dtype=np.int64)
+                for batch in self.batches
+            }
+        constant = self.constant(name, "shape").astype(np.int64)
+        return dict.fromkeys(self.batches, constant)
+
     def _node_Reshape(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
-        target = self.constant(inputs[1], "shape").astype(np.int64)
+        targets = self._reshape_targets(inputs[1])
+        target = next(iter(targets.values()))
         allowzero = bool(attrs.get("allowzero", 0))
         value = self.get(inputs[0])
         if isinstance(value, Const):
@@ -560,7 +577,7 @@ class _GraphReader:
         shapes = set()
         for batch in self.batches:
             try:
-                out = _reshape_target((batch, *lin.shape), target, allowzero)
+                out = _reshape_target((batch, *lin.shape), targets[batch], allowzero)
             except ValueError as error:
                 raise self.refuse(f"cannot reshape {lin.shape}: {error}") from None
             if out[0] != batch:
@@ -598,6 +615,36 @@ class _GraphReader:
         if target not in _FLOAT_TYPES:
             raise self.refuse("casts a computed tensor to a non-floating-point type")
         return value
+
+    def _node_Unsqueeze(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._shape_edit(inputs, attrs, squeeze=False)
+
+    def _node_Squeeze(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        return self._shape_edit(inputs, attrs, squeeze=True)
+
+    def _shape_edit(self, inputs: list[str], attrs: dict[str, Any], squeeze: bool) -> Value:
+        """(Un)squeeze of a constant or of a shape; a computed tensor is refused."""
+        value = self.get(inputs[0])
+        if isinstance(value, ShapeOf):
+            return value  # shapes are kept as flat lists of sizes
+        if not isinstance(value, Const):
+            raise self.refuse("changes the rank of a computed tensor; tightlip reads Reshape")
+        axes = attrs.get("axes")
+        if len(inputs) > 1 and inputs[1]:
+            axes = self.constant(inputs[1], "axes").reshape(-1).tolist()
+        array = value.value
+        if squeeze:
+            return Const(np.squeeze(array, axis=None if axes is None else tuple(axes)))
+        for axis in sorted(int(a) for a in axes or ()):
+            array = np.expand_dims(array, axis if axis >= 0 else axis + array.ndim + 1)
+        return Const(array)
+
+    def _node_Dropout(self, inputs: list[str], attrs: dict[str, Any]) -> tuple[Value, Value]:
+        """In inference (no ``training_mode`` input, or a constant false one): the identity."""
+        if len(inputs) > 2 and inputs[2]:
+            if bool(self.constant(inputs[2], "training_mode").reshape(-1)[0]):
+                raise self.refuse("is in training mode; export the network in eval() mode")
+        return self.get(inputs[0]), Unusable(f"the mask of {self.label}")
 
     def _node_Shape(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
         value = self.get(inputs[0])
@@ -683,6 +730,12 @@ class _GraphReader:
         axis = int(attrs.get("axis", 0))
         if constants is not None:
             return Const(np.concatenate(constants, axis=axis))
+        values = [self.get(name) for name in inputs]
+        if all(isinstance(v, Const | ShapeOf) for v in values):  # a shape being assembled
+            dims: list[int | None] = []
+            for v in values:
+                dims += list(v.dims) if isinstance(v, ShapeOf) else v.value.reshape(-1).tolist()  # type: ignore[union-attr]
+            return ShapeOf(tuple(dims)).value()
         parts = [self.computed(name) for name in inputs]
         if any(len(p.shape) != 1 for p in parts) or axis not in (1, -1):
             raise self.refuse(
