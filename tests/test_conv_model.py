@@ -330,3 +330,18 @@ def test_4c3f_dense_verifiers_refuse_and_the_trivial_bound_holds() -> None:
     _, jv = torch.func.jvp(chain.forward, (x,), (v,))
     ratio = vector_norm(jv, "2") / vector_norm(v, "2")
     assert 0 < float(ratio.max()) <= upper
+
+
+def test_arch_is_a_model_setting_and_mlp_methods_refuse_it() -> None:
+    from tightlip.methods import METHODS
+    from tightlip.settings import merge_settings
+    from tightlip.train.config import TrainConfig
+
+    settings = merge_settings(preset="robust", explicit={"arch": "c8k3,c8k4s2,f64"})
+    assert settings.spec.arch == "c8k3,c8k4s2,f64" and settings.spec.widths == (64,)
+    assert settings.origin["arch"] == "explicit"
+    model, description = METHODS.get("tightlip").build(settings.spec, TrainConfig(), {})
+    assert ModelSpec.from_dict(description["arguments"]) == settings.spec
+    for method in ("sandwich", "local-lip", "plain"):
+        with pytest.raises(MethodNotApplicableError, match="builds MLPs only"):
+            METHODS.get(method).build(settings.spec, TrainConfig(), {})

@@ -300,6 +300,7 @@ def run(
     norm: NormOption = None,
     activation: Annotated[str | None, typer.Option(help="override the preset's")] = None,
     widths: Annotated[str | None, typer.Option(help="hidden widths, e.g. 256,256")] = None,
+    arch: Annotated[str | None, typer.Option(help="layers, e.g. c32k3,c32k4s2,f512 (over --widths)")] = None,
     epochs: Annotated[int | None, typer.Option(help="override the preset's")] = None,
     seed: Annotated[int | None, typer.Option(help="default 0")] = None,
     resume: ResumeOption = False,
@@ -315,6 +316,7 @@ def run(
             "norm": norm,
             "activation": activation,
             "widths": _parse_numbers(widths, int, "widths"),
+            "arch": arch,
             "epochs": epochs,
             "seed": seed,
         }
@@ -378,6 +380,7 @@ def train(
         str | None, typer.Option(help="sincos, abs, crelu, sinpair, relu, tanh, maxmin (default sincos)")
     ] = None,
     widths: Annotated[str | None, typer.Option(help="hidden widths (default 512,512)")] = None,
+    arch: Annotated[str | None, typer.Option(help="layers, e.g. c32k3,c32k4s2,f512 (over --widths)")] = None,
     bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help="default: no bias")] = None,
     epochs: Annotated[int | None, typer.Option(help=f"default {_T.epochs}")] = None,
     batch_size: Annotated[int | None, typer.Option(help=f"default {_T.batch_size}")] = None,
@@ -432,6 +435,7 @@ def train(
             "norm": norm,
             "activation": activation,
             "widths": _parse_numbers(widths, int, "widths"),
+            "arch": arch,
             "bias": bias,
             "epochs": epochs,
             "batch_size": batch_size,

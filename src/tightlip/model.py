@@ -133,6 +133,14 @@ class ModelSpec:
     def convolutional(self) -> bool:
         return bool(self.arch)
 
+    def require_mlp(self, method: str) -> None:
+        """Refuse a convolutional ``arch`` for a method that builds MLPs only."""
+        if self.convolutional:
+            raise MethodNotApplicableError(
+                f"{method} builds MLPs only; the convolutional architecture {self.arch!r} "
+                "needs the tightlip method"
+            )
+
     def feature_shapes(self) -> tuple[tuple[int, ...], ...]:
         """The shape after each convolution (with its activation) or pooling, in order."""
         shape = self.input_shape

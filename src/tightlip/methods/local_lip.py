@@ -111,6 +111,7 @@ class LocalLipObjective(Objective):
 
 
 def build(spec: ModelSpec, config: TrainConfig, options: Options) -> tuple[nn.Module, dict[str, Any]]:
+    spec.require_mlp("local-lip")
     torch.manual_seed(config.seed)
     init = float(options.get("threshold_init", LOCAL_LIP_THRESHOLD_INIT))
     model = LocalLipMLP(spec.input_dim, spec.widths, spec.num_classes, init=init)

@@ -23,6 +23,7 @@ from tightlip.train.objectives import BoundedObjective, Objective
 
 
 def build(spec: ModelSpec, config: TrainConfig, options: Options) -> tuple[nn.Module, dict[str, Any]]:
+    spec.require_mlp("sandwich")
     torch.manual_seed(config.seed)
     gamma = float(options.get("gamma", SANDWICH_GAMMA))
     model = SandwichMLP(spec.input_dim, spec.widths, spec.num_classes, gamma=gamma)

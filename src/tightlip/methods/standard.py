@@ -53,6 +53,7 @@ def _standard_method(
     def build(
         spec: ModelSpec, config: TrainConfig, options: Options
     ) -> tuple[nn.Module, dict[str, Any]]:
+        spec.require_mlp(variant)
         torch.manual_seed(config.seed)
         model = BaselineMLP(variant, spec.input_dim, spec.widths, spec.num_classes)
         return model, model.description()
