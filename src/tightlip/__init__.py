@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from tightlip.bounds import lower_bound, upper_bound
+from tightlip.bounds import check_lower, lower_bound, upper_bound
 from tightlip.certificate import Certificate, LayerBound, tightness
 from tightlip.layers import Abs as Abs
 from tightlip.layers import (
@@ -36,6 +36,7 @@ __all__ = [
     "SinPair",
     "Tanh",
     "build_model",
+    "check_lower",
     "load_model",
     "lower_bound",
     "tightness",
