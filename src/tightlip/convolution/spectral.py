@@ -117,9 +117,12 @@ def _block_error(kernel: torch.Tensor, plan_h: FourierPlan, plan_w: FourierPlan)
     delta = round_up(delta + round_up(4 * eps + 2 * eps * eps))
     abs_sums = _phase_abs_sums(kernel.abs(), plan_h.phase_of_tap, plan_w.phase_of_tap, plan_h, plan_w)
     entries = abs_sums.numel()
-    # ‖a‖_F: a is a sum of at most k_h k_w terms; the norm of n entries adds γ_{n+2}
+    # ‖a‖_F: each computed a is within relative γ_{k_h k_w} of the true one (so the true one is
+    # at most (1 + 2γ_{k_h k_w}) times it), and √(Σ a²) over n entries, computed with ordinary
+    # floating-point operations in any order, within relative γ_{n+2}: 1 + γ_{2(k_h k_w + n + 2)}
+    # covers the product of the two factors (Higham, Lemma 3.3)
     frobenius = float(torch.linalg.vector_norm(abs_sums))
-    frobenius = round_up(frobenius * (1.0 + gamma(k_h * k_w + entries + 2)))
+    frobenius = round_up(frobenius * round_up(1.0 + gamma(2 * (k_h * k_w + entries + 2))))
     tau = 4.0 * k_h * (k_w + 1) * SMALLEST_SUBNORMAL
     total = round_up(round_up(delta * frobenius) + product_rounded_up((tau, math.isqrt(entries) + 1)))
     return product_rounded_up((total, round_up(math.sqrt(2.0))))
