@@ -274,3 +274,13 @@ def test_identity_operator() -> None:
     assert isinstance(identity, LinearOperator) and identity.exact_dense
     with pytest.raises(ModelShapeError):
         Identity(5, input_shape=(1, 2, 3))
+
+
+def test_abs_operator_is_the_entrywise_absolute_value() -> None:
+    kernel = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    for circular in (False, True):
+        op = Conv2dOperator(kernel, (2, 5, 6), stride=(2, 1), padding=((1, 1), (1, 1)),
+                            circular=circular)
+        assert torch.equal(op.abs_operator().dense(None), op.dense(None).abs())
+    pool = AvgPool2dOperator((2, 4, 4), (2, 2), stride=(2, 2))
+    assert torch.equal(pool.abs_operator().dense(None), pool.dense(None).abs())

@@ -16,7 +16,9 @@ questions without ever forming their matrix unless asked (``dense(max_entries)``
   (:func:`tightlip.norms.certified_operator_norm`), which is exact up to its margin;
 * ``dense``: the matrix built entry by entry from the kernel (each entry is one kernel value,
   so it is exact), refused above ``max_entries`` with
-  :class:`~tightlip.errors.MethodNotApplicableError`.
+  :class:`~tightlip.errors.MethodNotApplicableError`;
+* beyond the protocol, ``abs_operator()``: ``|A|`` entrywise as an operator of the same kind
+  (for forward-error bounds ``|A||h|`` without a dense matrix).
 """
 
 from __future__ import annotations
@@ -171,6 +173,19 @@ class Conv2dOperator:
             value = min(value, certified_operator_norm(self.dense(None), "2"))
         return value
 
+    def abs_operator(self) -> Conv2dOperator:
+        """``|A|`` (entrywise) as an operator: the same convolution with ``|K|``. Exact, since
+        every entry of ``A`` is a single kernel value (for forward-error bounds ``|A||h|``)."""
+        return Conv2dOperator(
+            self.kernel.abs(),
+            self._input_shape,
+            stride=self.stride,
+            dilation=self.dilation,
+            padding=self.padding,
+            circular=self.circular,
+            name=f"|{self.name}|",
+        )
+
     def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)
         if self._dense is not None:
@@ -276,6 +291,10 @@ class AvgPool2dOperator:
 
     def certified_norm(self, norm: NormName) -> float:
         return round_up(self.window.certified_norm(norm) / self.divisor)
+
+    def abs_operator(self) -> AvgPool2dOperator:
+        """``|A| = A`` (the entries are ``1/D ≥ 0``)."""
+        return self
 
     def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)
