@@ -5,7 +5,12 @@ Networks:
 (a) 784-w-w-10 ReLU MLPs (with biases) trained normally on MNIST, w ∈ {100, 200, 300, 400}:
     SGD, lr 0.01, momentum 0.9, batch 64, 10 epochs (``--epochs``, ``--quick``);
 (b) random bias-free ReLU nets, weights N(0, 1/fan_in), depth 2–20, width 20–1000;
-(c) tightlip-trained checkpoints given by ``--tightlip-ckpt`` (skipped otherwise).
+(c) tightlip-trained checkpoints given by ``--tightlip-ckpt`` (skipped otherwise);
+(d) with ``--onnx``: networks tightlip did not train, brought in as a user would. MLPs
+    784-w×d-10 (``--onnx-depths`` hidden layers of ``--onnx-width``, ``--onnx-activations``)
+    trained normally (as in (a)), written to ONNX by ``torch.onnx.export`` here, read back with
+    ``tightlip.load_model`` (checked against onnxruntime) and bounded by every verifier; these
+    rows go to their own table (``--onnx-output``, default ``results/verifiers_onnx``).
 
 For every method: value, ratio to the best lower bound (``tightlip.lower_bound(chain, "2",
 "gradient")`` with a time limit, and the ``sampled`` bound), seconds. SDP methods run in a
@@ -18,6 +23,7 @@ OpenBLAS under contention is up to 100× slower, and one thread keeps timings co
 
     python benchmarks/verifiers.py --quick          # a few minutes
     python benchmarks/verifiers.py                  # the full grid
+    python benchmarks/verifiers.py --onnx-only --quick   # only (d), a few minutes
 """
 
 from __future__ import annotations
@@ -95,6 +101,93 @@ def train_mnist(width: int, epochs: int, limit: int | None, seed: int) -> tuple[
     with torch.no_grad():
         accuracy = float((model(xt).argmax(1) == yt).float().mean())
     return model, accuracy
+
+
+def train_mlp(
+    hidden: list[int], activation: str, epochs: int, limit: int | None, seed: int
+) -> tuple[nn.Module, float]:
+    """A 784-hidden…-10 MLP with biases trained as in :func:`train_mnist`; returns its accuracy."""
+    from tightlip.data import load_mnist
+
+    layers = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky-relu": nn.LeakyReLU}
+    x, y = load_mnist(split="train", limit=limit)
+    xt, yt = load_mnist(split="test")
+    torch.manual_seed(seed)
+    modules: list[nn.Module] = [nn.Flatten()]
+    fan_in = 784
+    for width in hidden:
+        modules += [nn.Linear(fan_in, width), layers[activation]()]
+        fan_in = width
+    modules.append(nn.Linear(fan_in, 10))
+    model = nn.Sequential(*modules)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for i in range(0, x.shape[0], 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(xt).argmax(1) == yt).float().mean())
+    return model, accuracy
+
+
+def onnx_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Section (d): trained MLPs written to ONNX here and read back as a user's network would."""
+    import tempfile
+    import warnings
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for activation in args.onnx_activations:
+            for depth in args.onnx_depths:
+                hidden = [args.onnx_width] * depth
+                t0 = time.perf_counter()
+                model, acc = train_mlp(
+                    hidden, activation, args.epochs, 10_000 if args.quick else None, seed=depth
+                )
+                train_s = time.perf_counter() - t0
+                path = Path(tmp) / f"mlp-{activation}-{depth}.onnx"
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        model, (torch.rand(2, 1, 28, 28),), str(path), dynamo=True,
+                        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+                    )
+                imported = tightlip.load_model(path)
+                import_s = time.perf_counter() - t0
+                name = f"ONNX 784-{'-'.join(map(str, hidden))}-10 {activation}"
+                print(f"{name}: test accuracy {acc:.4f} ({train_s:.0f}s); {imported.notes[0]}")
+                extra = {
+                    "test_accuracy": acc,
+                    "train_seconds": train_s,
+                    "export_and_import_seconds": import_s,
+                    "epochs": args.epochs,
+                    "activation": activation,
+                    "depth": depth,
+                    "import_check": imported.notes[0],
+                }
+                rows.append(evaluate(name, to_chain(imported), args, extra))
+    return rows
+
+
+def onnx_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What section (d)'s table is, how it was made, and each network's test accuracy."""
+    from provenance import command, git_commit, hardware
+
+    accuracies = ", ".join(f"{r['network'][5:]} {r['test_accuracy']:.3f}" for r in rows)
+    return [
+        "Networks trained here, written by torch.onnx.export (dynamo) and read back with "
+        "tightlip.load_model: every bound is of the network in the file, which tightlip checked "
+        "against onnxruntime (float64) before bounding it.",
+        "nn.Linear with biases, SGD (lr 0.01, momentum 0.9, batch 64); inputs in [0, 1].",
+        f"Test accuracy: {accuracies}.",
+        f"`{command()}` at commit {git_commit()} on {hardware()}.",
+    ]
 
 
 def random_chain(depth: int, width: int, seed: int, input_dim: int | None = None) -> LayerChain:
@@ -283,6 +376,29 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_meta(args: argparse.Namespace, total: float) -> dict[str, Any]:
+    return {
+        "mode": "quick" if args.quick else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "threads": args.threads,
+        "total_seconds": total,
+        "methods": args.methods,
+        "args": vars(args),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "tightlip": tightlip.__version__,
+    }
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=1, default=str)
+    )
+    out.with_suffix(".md").write_text(markdown(rows, meta))
+    print(f"\nwrote {out.with_suffix('.md')} and .json; total {meta['total_seconds']:.0f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small grid, 1 epoch on 10k images")
@@ -301,7 +417,15 @@ def main() -> None:
     parser.add_argument("--no-mnist", action="store_true")
     parser.add_argument("--no-random", action="store_true")
     parser.add_argument("--output", default=str(RESULTS / "verifiers"))
+    parser.add_argument("--onnx", action="store_true", help="add section (d), ONNX imports")
+    parser.add_argument("--onnx-only", action="store_true", help="only section (d)")
+    parser.add_argument("--onnx-depths", type=int, nargs="*", default=[1, 2, 3, 4])
+    parser.add_argument("--onnx-width", type=int, default=100)
+    parser.add_argument("--onnx-activations", nargs="*", default=["relu", "tanh"])
+    parser.add_argument("--onnx-output", default=str(RESULTS / "verifiers_onnx"))
     args = parser.parse_args()
+    if args.onnx_only:
+        args.onnx = args.no_mnist = args.no_random = True
     if args.quick:
         args.epochs = min(args.epochs, 1)
         args.widths = args.widths[:2] if args.widths == [100, 200, 300, 400] else args.widths
@@ -309,6 +433,7 @@ def main() -> None:
         args.random_widths = [20, 100]
         args.sdp_timeout = min(args.sdp_timeout, 60.0)
         args.lower_time = min(args.lower_time, 5.0)
+        args.onnx_depths = args.onnx_depths[:3] if args.onnx_depths == [1, 2, 3, 4] else args.onnx_depths
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     if not args.no_mnist:
@@ -335,6 +460,19 @@ def main() -> None:
 
         ckpt = load_checkpoint(path)
         rows.append(evaluate(f"tightlip {Path(path).name}", to_chain(ckpt.model), args, {}))
+    if args.onnx:
+        onnx_start = time.perf_counter()
+        onnx_table = onnx_rows(args)
+        write_results(
+            Path(args.onnx_output),
+            onnx_table,
+            {
+                **run_meta(args, time.perf_counter() - onnx_start),
+                "notes": onnx_notes(onnx_table),
+            },
+        )
+    if args.onnx_only:
+        return
     total = time.perf_counter() - start
     meta = {
         "mode": "quick" if args.quick else "full",
