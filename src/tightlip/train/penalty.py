@@ -52,21 +52,139 @@ PenaltyForm = Literal["log", "hinge", "none"]
 PENALTY_FORMS: tuple[str, ...] = ("log", "hinge", "none")
 
 
-def _linear_layers(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+Layer = nn.Linear | nn.Conv2d
+_POOLING = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d)
 
 
-def _activation_log_lipschitz(model: nn.Module, norm: NormName) -> float:
-    total = 0.0
+def _penalised_layers(model: nn.Module) -> list[Layer]:
+    """The linear and convolutional layers, in ``model.modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+
+
+def _lipschitz_units(model: nn.Module) -> list[nn.Module]:
+    """The non-linear modules that state a Lipschitz constant, each counted once.
+
+    A module with a ``lipschitz`` method is a unit and its children are not visited, so a
+    wrapper (e.g. an activation applied on channels) and the activation it holds are never both
+    counted: the trivial bound multiplies one constant per step of the network.
+    """
+    units: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            return
+        if callable(getattr(module, "lipschitz", None)):
+            units.append(module)
+            return
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+    return units
+
+
+def _activation_log_lipschitz(
+    model: nn.Module, norm: NormName, shapes: dict[int, tuple[int, ...]]
+) -> float:
+    """``Σ log Lip_p`` of the activations and of the pooling layers (constants, no gradient).
+
+    Pooling is read at the shape it receives: average pooling by the certified norm of its
+    operator, max pooling by the constant of its chain step (``√m`` in ℓ2 for windows that
+    overlap ``m``-fold; :mod:`tightlip.layers.pooling`).
+    """
+    from tightlip.convolution.modules import avg_pool_operator
+    from tightlip.layers.pooling import max_pool_activation
+
+    total = sum(math.log(m.lipschitz(norm)) for m in _lipschitz_units(model))  # type: ignore[operator]
     for module in model.modules():
-        lipschitz = getattr(module, "lipschitz", None)
-        if callable(lipschitz) and not isinstance(module, nn.Linear):
-            total += math.log(lipschitz(norm))
+        if not isinstance(module, _POOLING) or id(module) not in shapes:
+            continue
+        name = type(module).__name__
+        if isinstance(module, nn.MaxPool2d):
+            total += math.log(max_pool_activation(module, shapes[id(module)], name).lipschitz(norm))
+        else:
+            operator = avg_pool_operator(module, shapes[id(module)], name)
+            total += math.log(operator.certified_norm(norm))
     return total
 
 
+def _image_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` of the first ``nn.Unflatten`` (how :func:`tightlip.build_model` and
+    ``to_chain`` read a convolutional network's input shape), or ``None``."""
+    for module in model.modules():
+        if isinstance(module, nn.Unflatten):
+            return tuple(int(s) for s in module.unflattened_size)  # type: ignore[union-attr]
+    return None
+
+
+@torch.no_grad()
+def _input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[int, tuple[int, ...]]:
+    """The shape (without batch) each convolution and pooling layer receives, by ``id``, from
+    one forward pass of a zero input of ``input_shape`` (flattened, or as maps)."""
+    shapes: dict[int, tuple[int, ...]] = {}
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, *_POOLING)):
+
+            def record(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                shapes.setdefault(id(mod), tuple(args[0].shape[1:]))
+
+            hooks.append(module.register_forward_pre_hook(record))
+    try:
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        was_training = model.training
+        model.eval()
+        try:  # a network that unflattens reads flat rows; one that starts with a conv, maps
+            model(torch.zeros(1, math.prod(input_shape), dtype=dtype))
+        except RuntimeError as flat_error:
+            shapes.clear()
+            try:
+                model(torch.zeros(1, *input_shape, dtype=dtype))
+            except RuntimeError:
+                raise flat_error from None
+        finally:
+            model.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def _conv(layer: nn.Conv2d, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The convolution of ``layer`` (its padding, stride, dilation) with ``kernel``, no bias."""
+    return layer._conv_forward(x, kernel, None)
+
+
+def conv_abs_sums(layer: nn.Conv2d, shape: tuple[int, ...], norm: NormName) -> torch.Tensor:
+    """The exact absolute column (ℓ1) or row (ℓ∞) sums of the convolution on inputs of
+    ``shape``, differentiable in the kernel ``K``.
+
+    Every entry of the matrix ``A`` is one kernel value (:mod:`tightlip.convolution.abs_sums`),
+    so ``|A|`` is the convolution with ``|K|``: the row sums are ``|K| ⋆ 1`` and the column sums
+    ``|A|ᵀ 1``, the vector-Jacobian product of that convolution with an all-ones cotangent
+    (taken with ``create_graph`` so that it stays differentiable in ``K``).
+    """
+    abs_kernel = layer.weight.abs()
+    ones = torch.ones(1, *shape, dtype=abs_kernel.dtype, requires_grad=norm == "1")
+    with torch.enable_grad():
+        rows = _conv(layer, ones, abs_kernel)
+        if norm == "inf":
+            return rows.reshape(-1)
+        (columns,) = torch.autograd.grad(
+            rows, ones, torch.ones_like(rows), create_graph=abs_kernel.requires_grad
+        )
+    return columns.reshape(-1)
+
+
 class TrivialBoundEstimator(nn.Module):
-    """``log L̂ = Σ log ‖W_i‖_{p→p} + Σ log Lip_p(σ_j)`` with persistent power-iteration vectors.
+    """``log L̂ = Σ log ‖A_i‖_{p→p} + Σ log Lip_p(σ_j)`` with persistent power-iteration vectors.
+
+    ``A_i`` runs over the ``nn.Linear`` and ``nn.Conv2d`` layers. A convolution is read at the
+    shape it receives (``input_shape`` of the network, by default the first ``nn.Unflatten``'s,
+    tracked by one forward pass): for ℓ2 its power-iteration vectors have the shapes of its
+    input and output maps, and ``A v``, ``Aᵀ u`` are the convolution and its vector-Jacobian
+    product (the transposed convolution), so no matrix is formed; for ℓ1 / ℓ∞ the exact column
+    / row abs-sums (:func:`conv_abs_sums`) go through the same smooth maximum as a dense layer.
 
     The vectors are buffers, so they are saved in checkpoints and a resumed run continues with
     exactly the same estimates.
@@ -79,6 +197,7 @@ class TrivialBoundEstimator(nn.Module):
         iterations: int = 1,
         seed: int = 0,
         smooth_max: float = 0.0,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if smooth_max < 0:
@@ -86,26 +205,66 @@ class TrivialBoundEstimator(nn.Module):
         self.norm = norm
         self.iterations = iterations
         self.smooth_max = smooth_max
-        self._layers = _linear_layers(model)
+        self._layers = _penalised_layers(model)
         if not self._layers:
-            raise ModelShapeError("the model has no nn.Linear layer to penalise")
-        self._activation_log_lip = _activation_log_lipschitz(model, norm)
+            raise ModelShapeError("the model has no nn.Linear or nn.Conv2d layer to penalise")
+        shapes: dict[int, tuple[int, ...]] = {}
+        if any(_needs_shape(m) for m in model.modules()):
+            shape = input_shape if input_shape is not None else _image_shape(model)
+            if shape is None:
+                raise ModelShapeError(
+                    "a convolutional model needs its input shape: add nn.Unflatten(1, (C, H, W)) "
+                    "or pass input_shape"
+                )
+            shapes = _input_shapes(model, tuple(shape))
+        self._shapes = [shapes.get(id(m), ()) for m in self._layers]
+        self._activation_log_lip = _activation_log_lipschitz(model, norm, shapes)
         generator = torch.Generator().manual_seed(seed)
         for i, layer in enumerate(self._layers):
-            out_features, in_features = layer.weight.shape
-            u = torch.randn(out_features, generator=generator, dtype=torch.float64)
-            v = torch.randn(in_features, generator=generator, dtype=torch.float64)
+            in_shape, out_shape = self._vector_shapes(i)
+            u = torch.randn(out_shape, generator=generator, dtype=torch.float64)
+            v = torch.randn(in_shape, generator=generator, dtype=torch.float64)
             self.register_buffer(f"u{i}", (u / u.norm()).to(layer.weight.dtype))
             self.register_buffer(f"v{i}", (v / v.norm()).to(layer.weight.dtype))
         self._warm_up(30)
+
+    def _vector_shapes(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        layer = self._layers[i]
+        if isinstance(layer, nn.Linear):
+            out_features, in_features = layer.weight.shape
+            return (in_features,), (out_features,)
+        in_shape = self._shapes[i]
+        with torch.no_grad():
+            probe = torch.zeros(1, *in_shape, dtype=layer.weight.dtype)
+            out_shape = tuple(_conv(layer, probe, layer.weight).shape[1:])
+        return in_shape, out_shape
+
+    def _forward_map(self, i: int, weight: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``A_i v`` (differentiable in ``weight``)."""
+        layer = self._layers[i]
+        if isinstance(layer, nn.Linear):
+            return weight @ v
+        return _conv(layer, v.unsqueeze(0), weight).squeeze(0)
+
+    def _transpose_map(self, i: int, weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``A_iᵀ u`` (no gradient; the vector-Jacobian product for a convolution)."""
+        layer = self._layers[i]
+        if isinstance(layer, nn.Linear):
+            return weight.T @ u
+        v = getattr(self, f"v{i}")
+        with torch.enable_grad():
+            x = torch.zeros_like(v).unsqueeze(0).requires_grad_(True)
+            y = _conv(layer, x, weight.detach())
+            (g,) = torch.autograd.grad(y, x, u.unsqueeze(0))
+        return g.squeeze(0)
 
     @torch.no_grad()
     def _power_step(self, i: int, weight: torch.Tensor, iterations: int) -> None:
         u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
         for _ in range(iterations):
-            v = weight.T @ u
+            v = self._transpose_map(i, weight, u)
             v = v / v.norm().clamp_min(1e-12)
-            u = weight @ v
+            u = self._forward_map(i, weight, v)
             u = u / u.norm().clamp_min(1e-12)
         getattr(self, f"u{i}").copy_(u)
         getattr(self, f"v{i}").copy_(v)
@@ -115,47 +274,69 @@ class TrivialBoundEstimator(nn.Module):
             for i, layer in enumerate(self._layers):
                 self._power_step(i, layer.weight.detach(), iterations)
 
+    def _abs_sums(self, i: int) -> torch.Tensor:
+        layer = self._layers[i]
+        if isinstance(layer, nn.Linear):
+            return layer.weight.abs().sum(dim=0 if self.norm == "1" else 1)
+        return conv_abs_sums(layer, self._shapes[i], self.norm)
+
     def layer_norms(self, update: bool = True) -> list[torch.Tensor]:
-        """Differentiable estimates of ``‖W_i‖_{p→p}`` for every linear layer."""
+        """Differentiable estimates of ``‖A_i‖_{p→p}`` for every linear / conv layer."""
         norms = []
         for i, layer in enumerate(self._layers):
             weight = layer.weight
             if self.norm in ("1", "inf"):
-                sums = weight.abs().sum(dim=0 if self.norm == "1" else 1)
-                norms.append(smooth_maximum(sums, self.smooth_max))
+                norms.append(smooth_maximum(self._abs_sums(i), self.smooth_max))
             else:
                 if update and self.training:
                     self._power_step(i, weight.detach(), self.iterations)
                 u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
-                norms.append(torch.dot(u, weight @ v).abs())
+                norms.append(torch.sum(u * self._forward_map(i, weight, v)).abs())
         return norms
 
     def last_weight(self) -> torch.Tensor:
         """The weight of the final linear layer (the read-out ``W_L``)."""
-        return self._layers[-1].weight
+        last = self._layers[-1]
+        if not isinstance(last, nn.Linear):
+            raise ModelShapeError("the model does not end with an nn.Linear read-out")
+        return last.weight
 
     def forward(self, update: bool = True) -> torch.Tensor:
         """``log L̂``, differentiable w.r.t. the model's weights."""
         return self.log_bound_and_conditioning(update)[0]
 
     def log_bound_and_conditioning(self, update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log L̂, Σ_i log(‖W_i‖_{p→p} / typical_i))``, both differentiable.
+        """``(log L̂, Σ_i log(‖A_i‖_{p→p} / typical_i))``, both differentiable.
 
         ``typical_i`` is the RMS singular value for ℓ2 and the mean column / row abs-sum for
         ℓ1 / ℓ∞, so the second term measures how far each layer is from perfectly conditioned.
         """
         norms = self.layer_norms(update)
         logs = torch.stack([n.clamp_min(1e-30).log() for n in norms])
-        typical = torch.stack([self._typical_scale(layer.weight) for layer in self._layers])
+        typical = torch.stack([self._typical_scale(i) for i in range(len(self._layers))])
         conditioning = (logs - typical.clamp_min(1e-30).log()).sum()
         return logs.sum() + self._activation_log_lip, conditioning
 
-    def _typical_scale(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.norm == "1":
-            return weight.abs().sum(dim=0).mean()
-        if self.norm == "inf":
-            return weight.abs().sum(dim=1).mean()
-        return weight.norm() / math.sqrt(min(weight.shape))
+    def _typical_scale(self, i: int) -> torch.Tensor:
+        layer = self._layers[i]
+        weight = layer.weight
+        if isinstance(layer, nn.Linear):
+            if self.norm == "1":
+                return weight.abs().sum(dim=0).mean()
+            if self.norm == "inf":
+                return weight.abs().sum(dim=1).mean()
+            return weight.norm() / math.sqrt(min(weight.shape))
+        if self.norm in ("1", "inf"):
+            return self._abs_sums(i).mean()
+        # ‖A‖_F² = Σ_rows Σ_taps K² over the taps that read a real input: (K²) ⋆ 1
+        in_shape, out_shape = self._vector_shapes(i)
+        ones = torch.ones(1, *in_shape, dtype=weight.dtype)
+        frobenius = _conv(layer, ones, weight.square()).sum().sqrt()
+        return frobenius / math.sqrt(min(math.prod(in_shape), math.prod(out_shape)))
+
+
+def _needs_shape(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Conv2d, *_POOLING))
 
 
 def smooth_maximum(values: torch.Tensor, temperature: float) -> torch.Tensor:
