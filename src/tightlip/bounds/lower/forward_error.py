@@ -25,6 +25,12 @@ Each bound is computed in float64 from non-negative terms (a sum of at most ``n 
 so it is inflated by ``1 + 2γ_{n+4}`` and by an absolute ``(n + 4) · 2⁻¹⁰²²`` that covers
 gradual underflow (at most ``2⁻¹⁰⁷⁵`` per operation; Higham §2.1).
 
+A matrix-free step (:func:`~tightlip.bounds.lower.network.is_matrix_free`, a large
+convolution) computes ``Ŵ ĥ`` by ``operator.apply`` (on the CPU in float64: im2col and
+inner products, so the same model holds with ``n`` = the operator's input width, at least
+the length of every inner product) and ``|Ŵ| (γ|ĥ| + e)`` by ``abs_operator().apply``, the
+operator whose matrix is ``|A|``; such a step is exact (``E = 0``).
+
 With a ``tangent`` ``v`` the evaluation also returns ``Ĵ(x) v``, pushed forward through the same
 computed pre-activations (activation slopes by forward-mode differentiation of the activation
 alone, at ``ẑ``): where every pre-activation is certified to lie inside one linear piece
@@ -38,6 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp
 
+from tightlip.bounds.lower.network import is_matrix_free
 from tightlip.layers import Activation
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import UNIT_ROUNDOFF, gamma
@@ -101,6 +108,33 @@ class _Affine:
         return z, bound, None if u is None else u @ self.weight_t
 
 
+@dataclass(frozen=True, eq=False)
+class _OperatorAffine:
+    """One matrix-free affine step: ``A`` and ``|A|`` as operators, ``b`` (module docstring)."""
+
+    step: AffineStep
+
+    def __call__(
+        self, h: torch.Tensor, e: torch.Tensor, u: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(ẑ, bound on |ẑ − z|, A u)``, as :meth:`_Affine.__call__` with ``E = 0``."""
+        operator, bias = self.step.operator, self.step.bias
+        n = operator.in_features
+        z = operator.apply(h)
+        if bias is not None:
+            z = z + bias
+        g = gamma(n + 2)
+        bound = operator.abs_operator().apply(g * h.abs() + e)  # type: ignore[attr-defined]
+        if bias is not None:
+            bound = bound + g * bias.abs()
+        bound = bound * (1.0 + 2.0 * gamma(n + 4)) + (n + 4) * SMALLEST_NORMAL
+        return z, bound, None if u is None else operator.apply(u)
+
+
+def _affine(step: AffineStep) -> _Affine | _OperatorAffine:
+    return _OperatorAffine(step) if is_matrix_free(step) else _Affine.of(step)
+
+
 def _activation(
     act: Activation, z: torch.Tensor, e: torch.Tensor, u: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -121,8 +155,8 @@ class ErrorBoundedNetwork:
 
     def __init__(self, chain: LayerChain) -> None:
         self.chain = chain
-        self._steps: tuple[_Affine | Activation, ...] = tuple(
-            _Affine.of(step) if isinstance(step, AffineStep) else step.activation
+        self._steps: tuple[_Affine | _OperatorAffine | Activation, ...] = tuple(
+            _affine(step) if isinstance(step, AffineStep) else step.activation
             for step in chain.steps
         )
 
@@ -135,7 +169,7 @@ class ErrorBoundedNetwork:
             pre: list[torch.Tensor] = []
             errors: list[torch.Tensor] = []
             for step in self._steps:
-                if isinstance(step, _Affine):
+                if isinstance(step, _Affine | _OperatorAffine):
                     h, e, u = step(h, e, u)
                 else:
                     pre.append(h)

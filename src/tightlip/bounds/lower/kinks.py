@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from tightlip.bounds.lower.forward_error import BoundedEvaluation
+from tightlip.bounds.lower.network import is_matrix_free
 from tightlip.layers.pieces import Pieces
-from tightlip.model import LayerChain
+from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import (
     UNIT_ROUNDOFF,
     NormName,
@@ -135,8 +136,7 @@ def interior_radii(
     prefix = 1.0  # P_k, the trivial bound of the network before layer k
     for k, piece in enumerate(pieces):
         step = affine[k]
-        rows = step.weight.abs() + (0.0 if step.exact else step.weight_error())
-        row_norms = (vector_norm(rows, q) * (1.0 + gamma(rows.shape[1] + 2))).numpy()
+        row_norms = _row_dual_norms(step, q).numpy()
         z_all = evaluation.pre_activations[k].numpy()
         e_all = evaluation.pre_errors[k].numpy()
         memo = PatternConstraints(piece)
@@ -147,6 +147,24 @@ def interior_radii(
             (prefix, step.certified_norm(norm), activations[k].activation.lipschitz(norm))
         )
     return torch.from_numpy(radii)
+
+
+def _row_dual_norms(step: AffineStep, q: NormName) -> torch.Tensor:
+    """Per row ``i`` of the step, a float ``≥ ‖|W_i| + E_i‖_q``.
+
+    Dense: the norm of the row, inflated by ``1 + γ_{n+2}`` for its rounding. Matrix-free (a
+    large convolution, :func:`~tightlip.bounds.lower.network.is_matrix_free`): ``‖w‖_q ≤ ‖w‖_1``
+    for every ``q ≥ 1``, and the row abs-sums are ``|W| 1``, the ``abs_operator`` applied to
+    ones (non-negative terms: inflated by ``1 + γ_{n+2}``). Looser than the row's ``q``-norm,
+    so radii are smaller, never larger, than the exact ones.
+    """
+    n = step.in_features
+    if is_matrix_free(step):
+        ones = torch.ones(1, n, dtype=torch.float64)
+        sums = step.operator.abs_operator().apply(ones).reshape(-1)  # type: ignore[attr-defined]
+        return sums * (1.0 + gamma(n + 2))
+    rows = step.weight.abs() + (0.0 if step.exact else step.weight_error())
+    return vector_norm(rows, q) * (1.0 + gamma(rows.shape[1] + 2))
 
 
 def _radius(

@@ -6,6 +6,12 @@ contiguous ``Wᵀ`` (``LayerChain.forward`` casts its float64 master copy on eve
 each piecewise-linear activation can be replaced by its smooth surrogate at a per-row
 temperature (see :func:`smoothed_activation`). The chain itself stays the one description of
 the network: this object only holds the casts.
+
+Matrix-free steps. A step whose operator is not an explicit matrix and has more than
+:data:`SEARCH_DENSE_ENTRIES` entries (a convolution of an MNIST-size conv net: 4C3F's second
+layer is 6272 × 25088) is never lowered to a dense matrix: it is evaluated through
+``operator.apply`` in the search's dtype, which autograd, ``jvp`` and ``vjp`` differentiate like
+the matrix product (see :func:`is_matrix_free`).
 """
 
 from __future__ import annotations
@@ -15,12 +21,37 @@ from dataclasses import dataclass
 
 import torch
 
+from tightlip.errors import MethodNotApplicableError
 from tightlip.layers import Activation
 from tightlip.model import AffineStep, LayerChain
+from tightlip.operators import Dense
 
 RowFunction = Callable[[torch.Tensor], torch.Tensor]
 #: a relative temperature: one for all rows, or one per row (shape ``(B, 1)``)
 Temperature = float | torch.Tensor
+
+#: above this many entries a step that is not an explicit matrix is evaluated matrix-free
+SEARCH_DENSE_ENTRIES = 2**22
+
+
+def is_matrix_free(step: AffineStep) -> bool:
+    """Whether the lower-bound search reads ``step`` through its operator (module docstring).
+
+    Explicit matrices (every MLP layer) are always read densely, so their results do not
+    change. A matrix-free step must be exact (not a rounded merge of layers: its rounding
+    error is bounded through ``abs_operator``, ``|A|`` as an operator).
+    """
+    operator = step.operator
+    if isinstance(operator, Dense):
+        return False
+    if step.in_features * step.out_features <= SEARCH_DENSE_ENTRIES:
+        return False
+    if not step.exact or not callable(getattr(operator, "abs_operator", None)):
+        raise MethodNotApplicableError(
+            f"{step.name}: a {step.out_features}×{step.in_features} operator without an exact "
+            "|A| (abs_operator) is too large for the lower-bound search to read densely"
+        )
+    return True
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +71,28 @@ class _CastAffine:
         return h if self.bias is None else h + self.bias
 
 
-Step = _CastAffine | Activation
+@dataclass(frozen=True, eq=False)
+class _OperatorAffine:
+    """``h ↦ A h + b`` through ``operator.apply`` (matrix-free; module docstring)."""
+
+    step: AffineStep
+    bias: torch.Tensor | None
+
+    @classmethod
+    def of(cls, step: AffineStep, dtype: torch.dtype) -> _OperatorAffine:
+        return cls(step, None if step.bias is None else step.bias.to(dtype))
+
+    @property
+    def entries(self) -> int:
+        """The cost of one evaluation, counted as a dense product's (a conservative budget)."""
+        return self.step.in_features * self.step.out_features
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.step.operator.apply(h)
+        return h if self.bias is None else h + self.bias
+
+
+Step = _CastAffine | _OperatorAffine | Activation
 
 
 class SearchNetwork:
@@ -53,7 +105,8 @@ class SearchNetwork:
         widest = width = chain.input_dim
         for step in chain.steps:
             if isinstance(step, AffineStep):
-                steps.append(_CastAffine.of(step, dtype))
+                cast = _OperatorAffine if is_matrix_free(step) else _CastAffine
+                steps.append(cast.of(step, dtype))
                 width = step.out_features
             else:
                 steps.append(step.activation)
@@ -76,7 +129,11 @@ class SearchNetwork:
     @property
     def parameter_count(self) -> int:
         """Number of weight entries (the cost of one evaluation)."""
-        return sum(s.weight_t.numel() for s in self.steps if isinstance(s, _CastAffine))
+        return sum(
+            s.weight_t.numel() if isinstance(s, _CastAffine) else s.entries
+            for s in self.steps
+            if not isinstance(s, Activation)
+        )
 
     def __call__(self, x: torch.Tensor, temperature: Temperature | None = None) -> torch.Tensor:
         """The network on a batch; with ``temperature`` every PL activation is replaced by its

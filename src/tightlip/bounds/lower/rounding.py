@@ -14,13 +14,17 @@ matrices are rounded products of merged layers, the chain's Jacobian error bound
 Every reported value is, in addition, the certified value times ``1 − 2⁻³⁰``: a re-check of the
 witness (:func:`tightlip.bounds.check_lower`) in another process, whose BLAS may sum in another
 order, then still certifies at least the reported value.
+
+A matrix-free step (a large convolution) gets ``‖|W|‖_p`` from its ``abs_operator()`` (the
+convolution with ``|K|``, whose matrix is ``|W|`` exactly) by that operator's certified norm.
 """
 
 from __future__ import annotations
 
 import math
 
-from tightlip.model import LayerChain
+from tightlip.bounds.lower.network import is_matrix_free
+from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import NormName, certified_nonnegative_norm, gamma, product_rounded_up
 
 #: relative slack of every reported value (module docstring)
@@ -32,12 +36,19 @@ def rounding_margin(chain: LayerChain, norm: NormName) -> float:
     for ``‖v‖_p = 1`` (module docstring)."""
     length = sum(step.in_features for step in chain.affine_steps) + 4 * chain.depth
     product = product_rounded_up(
-        [certified_nonnegative_norm(step.weight.abs(), norm) for step in chain.affine_steps]
+        [abs_norm(step, norm) for step in chain.affine_steps]
         + [step.activation.lipschitz(norm) for step in chain.activation_steps]
     )
     return math.nextafter(
         2.0 * gamma(length) * product + chain.jacobian_error_bound(norm), math.inf
     )
+
+
+def abs_norm(step: AffineStep, norm: NormName) -> float:
+    """A float ``≥ ‖|W|‖_{p→p}`` for one step, dense or matrix-free (module docstring)."""
+    if is_matrix_free(step):
+        return step.operator.abs_operator().certified_norm(norm)  # type: ignore[attr-defined]
+    return certified_nonnegative_norm(step.weight.abs(), norm)
 
 
 def reported(value: float) -> float:

@@ -49,6 +49,8 @@ def first_layer_sign_search(
     first, activation = chain.steps[0], chain.steps[1]
     if not isinstance(first, AffineStep) or not activation.activation.sign_jacobian:
         return None
+    if first.out_features > first.in_features:  # before forming a (possibly large) matrix
+        return None
     w1 = first.weight.to(torch.float64)
     h, n = w1.shape
     if h > n or torch.linalg.matrix_rank(w1) < h:
