@@ -131,15 +131,17 @@ def _input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[int, t
 
             hooks.append(module.register_forward_pre_hook(record))
     try:
-        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        first = next(model.parameters(), None)
+        dtype = torch.float32 if first is None else first.dtype
+        device = None if first is None else first.device
         was_training = model.training
         model.eval()
         try:  # a network that unflattens reads flat rows; one that starts with a conv, maps
-            model(torch.zeros(1, math.prod(input_shape), dtype=dtype))
+            model(torch.zeros(1, math.prod(input_shape), dtype=dtype, device=device))
         except RuntimeError as flat_error:
             shapes.clear()
             try:
-                model(torch.zeros(1, *input_shape, dtype=dtype))
+                model(torch.zeros(1, *input_shape, dtype=dtype, device=device))
             except RuntimeError:
                 raise flat_error from None
         finally:
@@ -165,7 +167,9 @@ def conv_abs_sums(layer: nn.Conv2d, shape: tuple[int, ...], norm: NormName) -> t
     (taken with ``create_graph`` so that it stays differentiable in ``K``).
     """
     abs_kernel = layer.weight.abs()
-    ones = torch.ones(1, *shape, dtype=abs_kernel.dtype, requires_grad=norm == "1")
+    ones = torch.ones(
+        1, *shape, dtype=abs_kernel.dtype, device=abs_kernel.device, requires_grad=norm == "1"
+    )
     with torch.enable_grad():
         rows = _conv(layer, ones, abs_kernel)
         if norm == "inf":
@@ -224,8 +228,9 @@ class TrivialBoundEstimator(nn.Module):
             in_shape, out_shape = self._vector_shapes(i)
             u = torch.randn(out_shape, generator=generator, dtype=torch.float64)
             v = torch.randn(in_shape, generator=generator, dtype=torch.float64)
-            self.register_buffer(f"u{i}", (u / u.norm()).to(layer.weight.dtype))
-            self.register_buffer(f"v{i}", (v / v.norm()).to(layer.weight.dtype))
+            place = {"dtype": layer.weight.dtype, "device": layer.weight.device}
+            self.register_buffer(f"u{i}", (u / u.norm()).to(**place))
+            self.register_buffer(f"v{i}", (v / v.norm()).to(**place))
         self._warm_up(30)
 
     def _vector_shapes(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -235,7 +240,7 @@ class TrivialBoundEstimator(nn.Module):
             return (in_features,), (out_features,)
         in_shape = self._shapes[i]
         with torch.no_grad():
-            probe = torch.zeros(1, *in_shape, dtype=layer.weight.dtype)
+            probe = torch.zeros(1, *in_shape, dtype=layer.weight.dtype, device=layer.weight.device)
             out_shape = tuple(_conv(layer, probe, layer.weight).shape[1:])
         return in_shape, out_shape
 
@@ -330,7 +335,7 @@ class TrivialBoundEstimator(nn.Module):
             return self._abs_sums(i).mean()
         # ‖A‖_F² = Σ_rows Σ_taps K² over the taps that read a real input: (K²) ⋆ 1
         in_shape, out_shape = self._vector_shapes(i)
-        ones = torch.ones(1, *in_shape, dtype=weight.dtype)
+        ones = torch.ones(1, *in_shape, dtype=weight.dtype, device=weight.device)
         frobenius = _conv(layer, ones, weight.square()).sum().sqrt()
         return frobenius / math.sqrt(min(math.prod(in_shape), math.prod(out_shape)))
 
