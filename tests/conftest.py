@@ -89,3 +89,32 @@ PROTOCOL_CHAINS: dict[str, Callable[[], LayerChain]] = {
 def protocol_chain(request: pytest.FixtureRequest) -> LayerChain:
     """Each of :data:`PROTOCOL_CHAINS` in turn (2–3 inputs, at most 8 hidden units)."""
     return PROTOCOL_CHAINS[request.param]()
+
+
+def train_blob_model(norm: str, activation: str, width: int):
+    """A small tightlip model trained on three Gaussian blobs in [0, 1]^16, and 200 test points.
+
+    Six epochs of the normalised margin loss at ε = 0.1, λ = 0.05: enough for non-trivial
+    certified and float32-certified accuracy in a second.
+    """
+    from tightlip.methods import fit
+    from tightlip.model import ModelSpec
+    from tightlip.train.config import TrainConfig
+
+    generator = torch.Generator().manual_seed(1)
+    centers = torch.rand(3, 16, generator=generator)
+    y = torch.randint(0, 3, (600,), generator=generator)
+    x = (centers[y] + 0.05 * torch.randn(600, 16, generator=generator)).clamp(0, 1)
+    spec = ModelSpec(
+        input_dim=16, widths=(width,), num_classes=3, activation=activation, norm=norm
+    )
+    config = TrainConfig(
+        epochs=6,
+        batch_size=50,
+        norm=norm,
+        loss="normalized_margin",
+        margin_epsilon=0.1,
+        penalty_weight=0.05,
+    )
+    model = fit("tightlip", spec, config, x, y, progress=False).model
+    return model, x[:200], y[:200]

@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import train_blob_model
 
 import tightlip as t
 from tightlip.eval.certify import SoundnessError, certified_radii, certify
-from tightlip.methods import fit
 from tightlip.norms import margin_constant
-from tightlip.train.config import TrainConfig
 
 
 def test_margin_constants() -> None:
@@ -21,21 +20,7 @@ def test_margin_constants() -> None:
 
 
 def _trained(norm: str):
-    generator = torch.Generator().manual_seed(1)
-    centers = torch.rand(3, 16, generator=generator)
-    y = torch.randint(0, 3, (600,), generator=generator)
-    x = (centers[y] + 0.05 * torch.randn(600, 16, generator=generator)).clamp(0, 1)
-    spec = t.ModelSpec(input_dim=16, widths=(32,), num_classes=3, activation="abs", norm=norm)
-    config = TrainConfig(
-        epochs=6,
-        batch_size=50,
-        norm=norm,
-        loss="normalized_margin",
-        margin_epsilon=0.1,
-        penalty_weight=0.05,
-    )
-    model = fit("tightlip", spec, config, x, y, progress=False).model
-    return model, x[:200], y[:200]
+    return train_blob_model(norm, "abs", 32)
 
 
 @pytest.mark.parametrize("norm", ["2", "inf", "1"])

@@ -42,6 +42,7 @@ def test_run_quick_writes_metrics_report_and_plot(quick_run) -> None:
         "pgd_accuracy",
         "train_seconds",
         "config",
+        "float32_certified_accuracy",
     ):
         assert key in metrics
     assert metrics["norm"] == "2"

@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from conftest import build_random_chain
+from conftest import build_random_chain, train_blob_model
 from torch import nn
 
 import tightlip as t
@@ -31,10 +31,8 @@ from tightlip.eval.float32 import (
 )
 from tightlip.eval.report import results_rows
 from tightlip.layers import ClippedReLU, make_activation
-from tightlip.methods import fit
 from tightlip.model import ActivationStep, AffineStep, LayerChain
 from tightlip.norms import NormName, vector_norm
-from tightlip.train.config import TrainConfig
 
 ACTIVATIONS = ("abs", "crelu", "sincos", "sinpair", "relu", "tanh", "maxmin")
 NORMS: tuple[NormName, ...] = ("1", "2", "inf")
@@ -259,21 +257,7 @@ def test_certify_reports_float32_accuracy_beside_the_others() -> None:
 
 
 def _trained(norm: NormName):
-    generator = torch.Generator().manual_seed(1)
-    centers = torch.rand(3, 16, generator=generator)
-    y = torch.randint(0, 3, (600,), generator=generator)
-    x = (centers[y] + 0.05 * torch.randn(600, 16, generator=generator)).clamp(0, 1)
-    spec = t.ModelSpec(input_dim=16, widths=(64,), num_classes=3, activation="sincos", norm=norm)
-    config = TrainConfig(
-        epochs=6,
-        batch_size=50,
-        norm=norm,
-        loss="normalized_margin",
-        margin_epsilon=0.1,
-        penalty_weight=0.05,
-    )
-    model = fit("tightlip", spec, config, x, y, progress=False).model
-    return model, x[:200], y[:200]
+    return train_blob_model(norm, "sincos", 64)
 
 
 def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
