@@ -688,43 +688,6 @@ def _flat_width_after(steps: Sequence[Step]) -> tuple[int, ...] | None:
     return None if width is None else (width,)
 
 
-def state_dict_to_chain(
-    state_dict: dict[str, torch.Tensor], activations: Sequence[str] | str = "relu"
-) -> LayerChain:
-    """Build a chain from a plain ``nn.Sequential`` state dict of Linear layers.
-
-    ``state_dict`` holds ``<i>.weight`` (and optionally ``<i>.bias``) entries, ordered by their
-    index; ``activations`` names the activation between consecutive Linear layers (one name for
-    all, or one per gap). This is how networks trained elsewhere are brought to tightlip.
-    """
-    weight_keys = sorted(
-        (k for k in state_dict if k.endswith("weight")), key=lambda k: _natural_key(k)
-    )
-    if not weight_keys:
-        raise UnsupportedLayerError("state dict has no '*.weight' entries")
-    for key in weight_keys:
-        if state_dict[key].ndim != 2:
-            raise UnsupportedLayerError(
-                f"state dict entry {key!r} has shape {tuple(state_dict[key].shape)}: only Linear "
-                "layers (2-D weights) are supported"
-            )
-    gaps = len(weight_keys) - 1
-    names = [activations] * gaps if isinstance(activations, str) else list(activations)
-    if len(names) != gaps:
-        raise ValueError(f"need {gaps} activation names for {len(weight_keys)} Linear layers")
-    steps: list[Step] = []
-    for i, key in enumerate(weight_keys):
-        bias_key = key[: -len("weight")] + "bias"
-        steps.append(AffineStep(state_dict[key], state_dict.get(bias_key), name=key[:-7]))
-        if i < gaps:
-            steps.append(ActivationStep(make_activation(names[i]), name=f"{names[i]}{i}"))
-    return LayerChain(tuple(steps))
-
-
-def _natural_key(key: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in key.split(".")]
-
-
 def check_finite_parameters(model: nn.Module) -> None:
     """Raise ``ValueError`` naming the first parameter that holds NaN or ±inf."""
     for name, param in model.named_parameters():
