@@ -296,7 +296,11 @@ class TrivialBoundEstimator(nn.Module):
                 if update and self.training:
                     self._power_step(i, weight.detach(), self.iterations)
                 u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
-                norms.append(torch.sum(u * self._forward_map(i, weight, v)).abs())
+                # flattened dot product: for a dense layer exactly uᵀ(Wv) as before (the
+                # reduction order decides the last bit, and seeded runs are pinned to it)
+                norms.append(
+                    torch.dot(u.flatten(), self._forward_map(i, weight, v).flatten()).abs()
+                )
         return norms
 
     def last_weight(self) -> torch.Tensor:
