@@ -51,7 +51,26 @@ _CACHE_ENTRIES = 2**22
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-class Conv2dOperator:
+class _FeatureMapOperator:
+    """Sizes of an operator between ``(C, H, W)`` feature maps, flattened in C order."""
+
+    _input_shape: tuple[int, int, int]
+    output_shape: tuple[int, int, int]
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self._input_shape)
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.output_shape)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape
+
+
+class Conv2dOperator(_FeatureMapOperator):
     """``x ↦ K ⋆ x`` on ``input_shape = (c_in, H, W)`` (module docstring)."""
 
     def __init__(
@@ -89,18 +108,6 @@ class Conv2dOperator:
         self._dense: torch.Tensor | None = None
 
     # --- sizes -------------------------------------------------------------------------------
-    @property
-    def in_features(self) -> int:
-        return math.prod(self._input_shape)
-
-    @property
-    def out_features(self) -> int:
-        return math.prod(self.output_shape)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self._input_shape
-
     @property
     def exact_dense(self) -> bool:
         return True
@@ -222,7 +229,7 @@ class Conv2dOperator:
         )
 
 
-class AvgPool2dOperator:
+class AvgPool2dOperator(_FeatureMapOperator):
     """Average pooling on ``input_shape = (C, H, W)``: ``y[c] = (1/D) Σ_window x̃[c]``.
 
     The window sum is the convolution of each channel with an all-ones ``k_h × k_w`` kernel on
@@ -254,18 +261,6 @@ class AvgPool2dOperator:
         )
         self._input_shape = (channels, height, width)
         self.output_shape = (channels, *self.window.output_shape[1:])
-
-    @property
-    def in_features(self) -> int:
-        return math.prod(self._input_shape)
-
-    @property
-    def out_features(self) -> int:
-        return math.prod(self.output_shape)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self._input_shape
 
     @property
     def exact_dense(self) -> bool:

@@ -85,12 +85,8 @@ def read_decompressed(path: Path, gz: bool | None = None) -> bytes:
     """
     try:
         raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DatasetNotFoundError(
-            f"{path.name}: file not found (looked for {path} in {path.parent})"
-        ) from exc
     except OSError as exc:
-        raise file_problem(path, f"cannot be read: {exc}") from exc
+        raise _unreadable(path, exc) from exc
     if gz is None:
         gz = path.suffix == ".gz"
     if gz or raw[:2] == _GZIP_MAGIC:
@@ -165,12 +161,8 @@ def read_idx(path: Path, expected_magic: int | None = None) -> IdxRecord:
     """The (cached) decoded record of ``path``, or a :class:`DatasetError`."""
     try:
         stat = path.stat()
-    except FileNotFoundError as exc:
-        raise DatasetNotFoundError(
-            f"{path.name}: file not found (looked for {path} in {path.parent})"
-        ) from exc
     except OSError as exc:
-        raise file_problem(path, f"cannot be read: {exc}") from exc
+        raise _unreadable(path, exc) from exc
     if not path.is_file():
         raise file_problem(path, "is not a regular file")
     return _cached_idx(str(path.resolve()), stat.st_mtime_ns, stat.st_size, expected_magic)
@@ -204,3 +196,12 @@ def load_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray
     if expected_sha256 is not None:
         check_sha256(record, file, expected_sha256)
     return record.array
+
+
+def _unreadable(path: Path, error: OSError) -> DatasetError:
+    """The one-line error for a file that is missing or cannot be read."""
+    if isinstance(error, FileNotFoundError):
+        return DatasetNotFoundError(
+            f"{path.name}: file not found (looked for {path} in {path.parent})"
+        )
+    return file_problem(path, f"cannot be read: {error}")
