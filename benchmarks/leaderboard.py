@@ -35,6 +35,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ import torch
 from provenance import git_commit
 
 from tightlip.data import load_mnist_splits
+from tightlip.data.datasets import stratified_subset
 from tightlip.eval.certify import radius_key
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import evaluate
@@ -57,15 +59,34 @@ except ImportError:
 RESULTS = Path(__file__).resolve().parent / "results"
 RADII = (0.3, 1.0, 1.58)
 ALL_METHODS = ("tightlip", "sandwich", "local-lip", "plain", "specnorm", "orthogonal")
+CONV_METHODS = (*ALL_METHODS, "gloro")
+#: ``--arch conv``: the 4C3F network of GloRo (Leino et al. 2021) and of the local-Lipschitz
+#: paper (Huang et al. 2021) on MNIST; ``--arch`` takes any other arch string too
+CONV_ARCH = "c32k3,c32k4s2,c64k3,c64k4s2,f512,f512"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs for every method")
     parser.add_argument("--widths", default="256,256", help="hidden widths, shared by all")
-    parser.add_argument("--methods", default=",".join(ALL_METHODS))
+    parser.add_argument(
+        "--arch",
+        default="",
+        help=f"a conv arch string shared by all (tightlip.arch); 'conv' is 4C3F, {CONV_ARCH}; "
+        "results go to leaderboard_conv.{md,json}",
+    )
+    parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="hold out N training images (class-stratified) and evaluate on them instead of "
+        "the test set: the split to tune on (results go to *_validation.{md,json})",
+    )
     parser.add_argument("--train-limit", type=int, default=None, help="subset of train split")
-    parser.add_argument("--test-limit", type=int, default=1000)
+    parser.add_argument(
+        "--test-limit", type=int, default=1000, help="class-stratified test subset (0: all)"
+    )
     parser.add_argument("--attack-limit", type=int, default=500)
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=2)
@@ -115,7 +136,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.attack_limit = min(args.attack_limit, 100)
         args.epochs = 1
         args.lower_seconds = min(args.lower_seconds, 5.0)
+    if args.test_limit == 0:
+        args.test_limit = None
+    if args.arch == "conv":
+        args.arch = CONV_ARCH
+    if args.methods is None:
+        args.methods = ",".join(CONV_METHODS if args.arch else ALL_METHODS)
     return args
+
+
+def results_stem(args: argparse.Namespace) -> str:
+    """``leaderboard``, ``leaderboard_conv``, with ``_validation`` when tuning."""
+    return "leaderboard" + ("_conv" if args.arch else "") + (
+        "_validation" if args.validation else ""
+    )
+
+
+def hold_out_validation(data: Any, size: int, seed: int) -> Any:
+    """The training split cut in two: train on the rest, "test" on ``size`` held-out images.
+
+    The held-out images are a class-stratified subset of the training split
+    (:func:`tightlip.data.datasets.stratified_subset`, seeded), so tuning never sees the test
+    set.
+    """
+    index = torch.from_numpy(stratified_subset(data.train_y, size, seed=1000 + seed))
+    held = torch.zeros(data.train_y.shape[0], dtype=torch.bool)
+    held[index] = True
+    return replace(
+        data,
+        train_x=data.train_x[~held],
+        train_y=data.train_y[~held],
+        test_x=data.train_x[held],
+        test_y=data.train_y[held],
+    )
 
 
 def deviations() -> dict[str, str]:
@@ -135,6 +188,7 @@ def method_settings(name: str, spec: ModelSpec, args: argparse.Namespace) -> Set
         "seed": args.seed,
         "norm": "2",
         "widths": spec.widths,
+        "arch": spec.arch,
     }
     if name == "tightlip":
         explicit.update(
@@ -202,16 +256,23 @@ def _pct(value: float) -> str:
 
 def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
     keys = [radius_key(r) for r in RADII]
+    network = f"conv nets `{header['arch']}`" if header.get("arch") else "MLPs"
+    where = (
+        f"a class-stratified validation split of {header['n_test']} training images (held "
+        "out of training; the test set is not used)"
+        if header.get("evaluated_on") == "validation"
+        else f"{header['n_test']} test images"
+        + (" (the full test set)" if header["n_test"] == 10000 else ", a class-stratified subset")
+    )
     lines = [
-        "# MNIST leaderboard (ℓ2, matched MLPs)",
+        f"# MNIST leaderboard (ℓ2, matched {network})",
         "",
         f"Command: `{header['command']}`",
         "",
         f"Commit {header['commit']}, {header['date']}; torch {header['torch']}, "
-        f"{header['threads']} thread(s) on a shared 2-core CPU machine. "
-        f"Hidden widths {header['widths']}, {header['epochs']} epoch(s) on "
-        f"{header['n_train']} training images; evaluated on a class-stratified subset of "
-        f"{header['n_test']} test images, PGD ({header['pgd_steps']} steps, {header['pgd_restarts']} restarts) on the "
+        f"{header['threads']} thread(s) on a shared 2-core CPU machine (no GPU). "
+        f"Dense widths {header['widths']}, {header['epochs']} epoch(s) on "
+        f"{header['n_train']} training images; evaluated on {where}, PGD ({header['pgd_steps']} steps, {header['pgd_restarts']} restarts) on the "
         f"first {header['n_attacked']} of them. Certified and PGD accuracy in %.",
         "",
         "| method | clean | cert. global "
@@ -257,8 +318,19 @@ def main(argv: list[str] | None = None) -> None:
     commit = git_commit()  # the code that runs: read before training, not after
     torch.set_num_threads(args.threads)
     widths = tuple(int(w) for w in args.widths.split(","))
-    spec = ModelSpec(widths=widths, norm="2")
-    data = load_mnist_splits(args.data, args.train_limit, args.test_limit, seed=args.seed)
+    spec = ModelSpec(widths=widths, norm="2", arch=args.arch)
+    widths = spec.widths
+    if args.validation:
+        data = load_mnist_splits(args.data, None, None, seed=args.seed)
+        data = hold_out_validation(data, args.validation, args.seed)
+        if args.train_limit:
+            keep = torch.from_numpy(stratified_subset(data.train_y, args.train_limit, args.seed))
+            data = replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
+        if args.test_limit and args.test_limit < args.validation:
+            keep = torch.from_numpy(stratified_subset(data.test_y, args.test_limit, args.seed))
+            data = replace(data, test_x=data.test_x[keep], test_y=data.test_y[keep])
+    else:
+        data = load_mnist_splits(args.data, args.train_limit, args.test_limit, seed=args.seed)
     evaluation = EvalConfig(
         radii=RADII,
         pgd_steps=args.pgd_steps,
@@ -295,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "threads": args.threads,
         "widths": list(widths),
+        "arch": spec.arch,
+        "evaluated_on": "validation" if args.validation else "test",
         "epochs": args.epochs,
         "n_train": int(data.train_x.shape[0]),
         "n_test": int(data.test_x.shape[0]),
@@ -304,20 +378,21 @@ def main(argv: list[str] | None = None) -> None:
         "radii": list(RADII),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    previous = args.out / "leaderboard.json"
+    stem = results_stem(args)
+    previous = args.out / f"{stem}.json"
     if args.update and previous.is_file():
         old = json.loads(previous.read_text())
         fresh = {row["method"] for row in rows}
         kept = {row["method"]: row for row in old["rows"] if row["method"] not in fresh}
-        order = [m for m in ALL_METHODS if m in kept or m in fresh]
+        order = [m for m in CONV_METHODS if m in kept or m in fresh]
         by_name = {**kept, **{row["method"]: row for row in rows}}
         rows = [by_name[m] for m in order]
         header["command"] = f"{old['header']['command']}; then {header['command']}"
-    (args.out / "leaderboard.json").write_text(
+    (args.out / f"{stem}.json").write_text(
         json.dumps({"header": header, "deviations": deviations(), "rows": rows}, indent=2)
     )
-    write_markdown(args.out / "leaderboard.md", rows, header)
-    print(f"wrote {args.out / 'leaderboard.md'} and {args.out / 'leaderboard.json'}")
+    write_markdown(args.out / f"{stem}.md", rows, header)
+    print(f"wrote {args.out / stem}.md and .json")
 
 
 if __name__ == "__main__":
