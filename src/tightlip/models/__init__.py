@@ -7,6 +7,7 @@ local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`)
 plain      ReLU MLP (:mod:`.standard`)
 specnorm   spectrally normalised ReLU MLP (:mod:`.standard`)
 orthogonal orthogonal weights + MaxMin (:mod:`.standard`)
+gloro      MinMax net with biases, GloRo (:mod:`.gloro`)
 normalized any of them behind a fixed per-channel input normalisation (:mod:`.normalized`)
 ========== ======================================================================
 
@@ -14,6 +15,7 @@ Importing this package registers every kind in :data:`MODEL_KINDS`.
 """
 
 from tightlip.models import (  # noqa: F401  (registration)
+    gloro,
     local_lip,
     mlp,
     normalized,
