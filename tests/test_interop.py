@@ -298,7 +298,7 @@ W = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
           helper.make_node("Softplus", ["h"], ["y"], name="soft")],
          ["'soft' (Softplus) is not supported", "Gemm"]),
         ([helper.make_node("Conv", ["x", "W"], ["y"], name="conv")],
-         ["'conv' (Conv)", "convolution", "not read yet"]),
+         ["'conv' (Conv)", "feature maps"]),
         ([helper.make_node("Gemm", ["x", "W"], ["h"], transB=1),
           helper.make_node("Relu", ["h"], ["r"]),
           helper.make_node("Gemm", ["r", "V"], ["g"], transB=1),

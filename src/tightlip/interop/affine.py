@@ -35,10 +35,13 @@ from tightlip.errors import ModelShapeError, UnsupportedLayerError
 from tightlip.interop.diagonal import Diagonal
 from tightlip.model import AffineStep
 from tightlip.norms import SMALLEST_SUBNORMAL, UNIT_ROUNDOFF
-from tightlip.operators import Dense, LinearOperator, Product
+from tightlip.operators import Dense, Identity, LinearOperator, Product
 
 #: float64 significand bits
 _SIGNIFICAND_BITS = 53
+#: an identity step up to this width is a dense matrix (as before feature maps were read); a
+#: wider one (after a convolution) is an :class:`~tightlip.operators.Identity`
+_DENSE_IDENTITY_WIDTH = 4096
 #: the smallest normal float64
 _SMALLEST_NORMAL = 2.0**-1022
 
@@ -168,7 +171,11 @@ class PendingAffine:
         name = "+".join(dict.fromkeys(self.names)) or "identity"
         factors = fold(self.factors)
         if not factors:
-            operator: LinearOperator = Dense(torch.eye(self.width, dtype=torch.float64), name=name)
+            operator: LinearOperator = (
+                Dense(torch.eye(self.width, dtype=torch.float64), name=name)
+                if self.width <= _DENSE_IDENTITY_WIDTH
+                else Identity(self.width, name=name)
+            )
         elif len(factors) == 1:
             operator = factors[0]
         else:

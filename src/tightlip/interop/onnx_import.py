@@ -34,7 +34,8 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from tightlip.errors import CheckpointError, UnsupportedLayerError
+from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator
+from tightlip.errors import CheckpointError, ModelShapeError, UnsupportedLayerError
 from tightlip.interop.affine import batchnorm_scale, reciprocal
 from tightlip.interop.builder import ChainBuilder
 from tightlip.interop.check import check_onnx
@@ -76,17 +77,17 @@ SUPPORTED_NODES = (
     "Squeeze",
     "Unsqueeze",
     "Dropout",
+    "Conv",
+    "AveragePool",
 )
-#: refused until tightlip reads convolutions
+#: convolution and pooling nodes tightlip does not read
 CONVOLUTION_NODES = frozenset(
     {
-        "Conv",
         "ConvTranspose",
         "ConvInteger",
         "QLinearConv",
         "DeformConv",
         "MaxPool",
-        "AveragePool",
         "GlobalAveragePool",
         "GlobalMaxPool",
         "LpPool",
@@ -307,8 +308,7 @@ class _GraphReader:
             raise self.refuse(f"is from the operator domain {node.domain!r}, not standard ONNX")
         if node.op_type in CONVOLUTION_NODES:
             raise self.refuse(
-                "is a convolution or pooling node, which tightlip does not read yet (it comes "
-                "with convolution support); tightlip reads fully connected networks: "
+                "is a convolution or pooling node that tightlip does not read; tightlip reads "
                 + ", ".join(SUPPORTED_NODES)
             )
         handler = getattr(self, f"_node_{node.op_type}", None)
@@ -589,6 +589,103 @@ class _GraphReader:
         if len(shapes) != 1:
             raise self.refuse("reshapes differently for different batch sizes")
         return replace(lin, shape=shapes.pop(), negates=None)
+
+    # --- convolution and pooling -----------------------------------------------------------
+    def _maps(self, name: str) -> Lin:
+        lin = self.linear(name)
+        if len(lin.shape) != 3:
+            raise self.refuse(
+                f"reads a tensor of shape {lin.shape} per example; tightlip reads 2-D feature "
+                "maps (batch, C, H, W)"
+            )
+        return lin
+
+    def _window(
+        self, attrs: dict[str, Any], kernel: tuple[int, int], shape: tuple[int, ...]
+    ) -> tuple[tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]:
+        """Stride, dilation and padding ``((top, bottom), (left, right))`` of a 2-D window."""
+        strides = tuple(int(v) for v in attrs.get("strides", (1, 1)))
+        dilations = tuple(int(v) for v in attrs.get("dilations", (1, 1)))
+        if len(strides) != 2 or len(dilations) != 2 or min(strides + dilations) < 1:
+            raise self.refuse(f"has strides {strides} or dilations {dilations} not for 2-D maps")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        if auto_pad == "NOTSET":
+            pads = tuple(int(v) for v in attrs.get("pads", (0, 0, 0, 0)))
+            if len(pads) != 4 or min(pads) < 0:
+                raise self.refuse(f"has pads {pads}; tightlip reads four non-negative pads")
+            padding = ((pads[0], pads[2]), (pads[1], pads[3]))
+        elif auto_pad == "VALID":
+            padding = ((0, 0), (0, 0))
+        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            sides = []
+            for i in range(2):
+                size, span = shape[1 + i], (kernel[i] - 1) * dilations[i] + 1
+                total = max(0, (-(-size // strides[i]) - 1) * strides[i] + span - size)
+                small, large = total // 2, total - total // 2
+                sides.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+            padding = (sides[0], sides[1])
+        else:
+            raise self.refuse(f"with auto_pad {auto_pad!r} is not supported")
+        return (strides[0], strides[1]), (dilations[0], dilations[1]), padding  # type: ignore[return-value]
+
+    def _node_Conv(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        group = int(attrs.get("group", 1))
+        if group != 1:
+            raise self.refuse(f"with group {group} is not supported (only group 1)")
+        lin = self._maps(inputs[0])
+        kernel = self.constant(inputs[1], "kernel")
+        if kernel.ndim != 4 or kernel.shape[1] != lin.shape[0]:
+            raise self.refuse(
+                f"has a kernel of shape {kernel.shape} for {lin.shape[0]}-channel 2-D maps"
+            )
+        size = (int(kernel.shape[2]), int(kernel.shape[3]))
+        stride, dilation, padding = self._window(attrs, size, lin.shape)
+        name = self._weight_name(inputs[1])
+        try:
+            operator = Conv2dOperator(
+                torch.from_numpy(np.ascontiguousarray(kernel)),
+                lin.shape,  # type: ignore[arg-type]
+                stride=stride,
+                dilation=dilation,
+                padding=padding,
+                name=name,
+            )
+        except (ModelShapeError, ValueError) as error:
+            raise self.refuse(f"cannot be read: {error}") from None
+        out = Lin(lin.affine.then(operator, name), lin.frontier, operator.output_shape)
+        if len(inputs) > 2 and inputs[2]:
+            bias = self.constant(inputs[2], "bias").reshape(-1)
+            pixels = operator.output_shape[1] * operator.output_shape[2]
+            shift = torch.from_numpy(np.repeat(bias.astype(np.float64), pixels))
+            out = replace(out, affine=out.affine.shifted(shift, name, label=False))
+        return out
+
+    def _node_AveragePool(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        lin = self._maps(inputs[0])
+        kernel = tuple(int(v) for v in attrs.get("kernel_shape", ()))
+        if len(kernel) != 2:
+            raise self.refuse(f"has kernel_shape {kernel}; tightlip reads 2-D pooling")
+        stride, dilation, padding = self._window(attrs, kernel, lin.shape)  # type: ignore[arg-type]
+        if dilation != (1, 1):
+            raise self.refuse(f"with dilations {dilation} is not supported (only 1)")
+        padded = any(p for side in padding for p in side)
+        if padded and not attrs.get("count_include_pad", 0):
+            raise self.refuse(
+                "divides border windows by fewer pixels (count_include_pad=0 with padding); "
+                "tightlip reads count_include_pad=1 or no padding"
+            )
+        name = self.short
+        operator = AvgPool2dOperator(
+            lin.shape, kernel, stride=stride, padding=padding, name=name  # type: ignore[arg-type]
+        )
+        if attrs.get("ceil_mode", 0):
+            for i, axis in enumerate(operator.window.axes):
+                padded_size = axis.size + axis.pad_before + axis.pad_after
+                ceil = -(-(padded_size - axis.span) // axis.stride) + 1
+                if ceil != operator.output_shape[1 + i]:
+                    raise self.refuse("with ceil_mode=1 adds a partial window; tightlip reads floor mode")
+        return Lin(lin.affine.then(operator, name), lin.frontier, operator.output_shape)
 
     def _node_Identity(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
         return self.get(inputs[0])
