@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+from typer.testing import CliRunner
 
+import tightlip as tl
+from tightlip.bounds.trivial import trivial_bound
+from tightlip.cli import app
 from tightlip.errors import UnsupportedLayerError
+from tightlip.interop.onnx_export import export_onnx
 from tightlip.interop.onnx_import import import_onnx
+from tightlip.model import to_chain
+
+runner = CliRunner()
 
 torch.set_num_threads(1)
 
@@ -65,3 +77,195 @@ def test_group_conv_is_refused():
     model = _conv_net(group=2, pool_attrs={"kernel_shape": [2, 2]})
     with pytest.raises(UnsupportedLayerError, match="'conv_2' \\(Conv\\) with group 2 is not supported \\(only group 1\\)"):
         import_onnx(model)
+
+
+def test_max_pool_global_average_pool_and_channel_crelu_match_onnxruntime():
+    rng = _rng(1)
+    init = {
+        "k": rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
+        "k2": rng.standard_normal((4, 6, 2, 2)).astype(np.float32),
+        "W": rng.standard_normal((5, 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r1"]),
+        helper.make_node("Neg", ["c"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r2"]),
+        helper.make_node("Concat", ["r1", "r2"], ["cr"], axis=1),
+        helper.make_node("MaxPool", ["cr"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["m", "k2"], ["c2"]),
+        helper.make_node("Relu", ["c2"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["y"], transB=1),
+    ]
+    imported = import_onnx(_graph(nodes, init, (2, 8, 7)))
+    kinds = [type(s.activation).__name__ for s in imported.chain.activation_steps]
+    assert kinds == ["CReLU", "MaxPool2dActivation", "ReLU"]
+
+
+def test_pad_is_folded_into_the_next_conv():
+    rng = _rng(2)
+    init = {
+        "k": rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
+        "pads": np.array([0, 0, 1, 2, 0, 0, 2, 1], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], mode="constant"),
+        helper.make_node("Conv", ["p", "k"], ["y"], pads=[1, 0, 0, 1]),
+    ]
+    imported = import_onnx(_graph(nodes, init, (2, 5, 6)))
+    assert imported.chain.steps[0].operator.padding == ((2, 2), (2, 2))
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [("reflect", "mode 'reflect' is not supported"), ("edge", "mode 'edge' is not supported")],
+)
+def test_unsupported_pad_modes_are_refused(mode, words):
+    init = {
+        "k": np.ones((1, 2, 3, 3), dtype=np.float32),
+        "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], mode=mode, name="pad_1"),
+        helper.make_node("Conv", ["p", "k"], ["y"]),
+    ]
+    with pytest.raises(UnsupportedLayerError) as error:
+        import_onnx(_graph(nodes, init, (2, 5, 6)))
+    assert "'pad_1' (Pad)" in str(error.value) and words in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_pad_not_followed_by_conv_is_refused():
+    init = {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64)}
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], name="pad_1"),
+        helper.make_node("Relu", ["p"], ["y"], name="relu"),
+    ]
+    with pytest.raises(UnsupportedLayerError, match="only when a Conv follows it"):
+        import_onnx(_graph(nodes, init, (2, 5, 6)))
+
+
+# --- torch.onnx.export, bounds, export and the CLI --------------------------------------------
+
+
+def _torch_conv_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=1),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+    return net.eval()
+
+
+def _export_torch(net: nn.Module, path, shape) -> None:  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (torch.randn(2, *shape),), str(path), input_names=["x"], output_names=["y"],
+            dynamo=False, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
+
+
+def _jacobian_norm(chain, x: torch.Tensor) -> float:
+    jac = torch.autograd.functional.jacobian(lambda v: chain(v[None])[0], x)
+    return float(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1), ord=2))
+
+
+def test_torch_exported_conv_net_imports_and_its_trivial_bound_holds(tmp_path) -> None:
+    net = _torch_conv_net()
+    _export_torch(net, tmp_path / "net.onnx", (2, 8, 8))
+    imported = import_onnx(tmp_path / "net.onnx")
+    x = torch.randn(5, 2, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = net.double()(x)
+    assert torch.allclose(imported(x), expected, rtol=1e-10, atol=1e-12)
+    bound = trivial_bound(imported.chain, "2").value
+    for point in x.reshape(5, -1):
+        assert _jacobian_norm(imported.chain, point) <= bound
+
+
+def test_batch_normalization_after_conv_is_folded_and_bounded() -> None:
+    rng = _rng(3)
+    init = {
+        "k": rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
+        "g": rng.uniform(0.5, 2, 3).astype(np.float32),
+        "beta": rng.standard_normal(3).astype(np.float32),
+        "mu": rng.standard_normal(3).astype(np.float32),
+        "var": rng.uniform(0.5, 2, 3).astype(np.float32),
+        "W": rng.standard_normal((2, 3 * 5 * 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "mu", "var"], ["b"], name="bn"),
+        helper.make_node("Relu", ["b"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["y"], transB=1),
+    ]
+    imported = import_onnx(_graph(nodes, init, (2, 5, 4)))
+    first = imported.chain.steps[0]
+    assert first.has_bias and "bn" in first.name
+    bound = trivial_bound(imported.chain, "2").value
+    x = torch.randn(4, 40, dtype=torch.float64)
+    for point in x:
+        assert _jacobian_norm(imported.chain, point) <= bound
+
+
+def test_a_tightlip_conv_model_round_trips(tmp_path) -> None:
+    torch.manual_seed(1)
+    spec = tl.ModelSpec(
+        input_dim=2 * 8 * 8, input_shape=(2, 8, 8), arch="c3k3,max2,c4k3s2,avg2,f5",
+        num_classes=3, activation="relu",
+    )
+    model = tl.build_model(spec).eval()
+    result = export_onnx(model, tmp_path / "m.onnx", input_shape=(2, 8, 8), exporter="torchscript")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert {"Conv", "MaxPool", "AveragePool"} <= ops
+    back = import_onnx(result.path)
+    chain = to_chain(model)
+    x = torch.randn(4, 2 * 8 * 8, dtype=torch.float64)
+    assert torch.equal(back.chain(x), chain(x)) or torch.allclose(back.chain(x), chain(x), rtol=1e-12)
+    for norm in ("1", "2", "inf"):
+        assert trivial_bound(back.chain, norm).value == trivial_bound(chain, norm).value
+
+
+def test_cli_bounds_a_tiny_conv_onnx(tmp_path) -> None:
+    _export_torch(_torch_conv_net(), tmp_path / "tiny_conv.onnx", (2, 8, 8))
+    result = runner.invoke(
+        app, ["bound", str(tmp_path / "tiny_conv.onnx"), "--method", "trivial", "--lower-seconds", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trivial" in result.output
+
+
+@pytest.mark.parametrize("case", ["group", "reflect"])
+def test_cli_refuses_unsupported_conv_settings_in_one_line(tmp_path, case) -> None:
+    if case == "group":
+        model = _conv_net(group=2, pool_attrs={"kernel_shape": [2, 2]})
+        words = ("with group 2 is not supported",)
+    else:
+        init = {
+            "k": np.ones((1, 2, 3, 3), dtype=np.float32),
+            "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64),
+        }
+        nodes = [
+            helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect", name="pad_1"),
+            helper.make_node("Conv", ["p", "k"], ["y"]),
+        ]
+        model = _graph(nodes, init, (2, 5, 6))
+        words = ("'pad_1' (Pad)", "mode 'reflect'")
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    result = runner.invoke(app, ["bound", str(path), "--method", "trivial"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    for word in words:
+        assert word in result.output

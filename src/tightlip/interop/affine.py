@@ -39,9 +39,6 @@ from tightlip.operators import Dense, Identity, LinearOperator, Product
 
 #: float64 significand bits
 _SIGNIFICAND_BITS = 53
-#: an identity step up to this width is a dense matrix (as before feature maps were read); a
-#: wider one (after a convolution) is an :class:`~tightlip.operators.Identity`
-_DENSE_IDENTITY_WIDTH = 4096
 #: the smallest normal float64
 _SMALLEST_NORMAL = 2.0**-1022
 
@@ -128,6 +125,15 @@ def fold(factors: Sequence[LinearOperator]) -> list[LinearOperator]:
     return out
 
 
+class StepIdentity(Identity):
+    """The identity step between two nonlinear steps (an activation, then max pooling), with
+    ``|I| = I`` as its own ``abs_operator``: the lower-bound search reads an operator above
+    its dense limit (a map of thousands of entries) only through an exact ``|A|``."""
+
+    def abs_operator(self) -> StepIdentity:
+        return self
+
+
 @dataclass(frozen=True, eq=False)
 class PendingAffine:
     """``h ↦ A_k ⋯ A_1 h + b`` on ``width`` inputs (module docstring); immutable."""
@@ -167,15 +173,13 @@ class PendingAffine:
         return replace(self, bias=bias, names=(*self.names, name) if label else self.names)
 
     def step(self) -> AffineStep:
-        """The affine step (the identity when nothing was read since the last activation)."""
+        """The affine step; an :class:`~tightlip.operators.Identity` (exact, norm 1, no dense
+        matrix: a map after a convolution has thousands of entries) when nothing was read
+        since the last activation."""
         name = "+".join(dict.fromkeys(self.names)) or "identity"
         factors = fold(self.factors)
         if not factors:
-            operator: LinearOperator = (
-                Dense(torch.eye(self.width, dtype=torch.float64), name=name)
-                if self.width <= _DENSE_IDENTITY_WIDTH
-                else Identity(self.width, name=name)
-            )
+            operator: LinearOperator = StepIdentity(self.width, name=name)
         elif len(factors) == 1:
             operator = factors[0]
         else:

@@ -11,7 +11,7 @@ skip or residual connection), which a chain cannot express: it is refused.
 A network that ends with an activation (a ReLU on the logits) gets an identity read-out
 ``I · σ(z)``: the chain stays "affine first and last" and computes exactly the same function,
 so every verifier handles it without a special case, and the trivial bound picks up
-``‖I‖ = 1`` (certified: 1 for ℓ1/ℓ∞, 1 up to the SVD margin for ℓ2), which is the composition
+``‖I‖ = 1`` (an :class:`~tightlip.operators.Identity`, exactly 1 in every norm), which is the composition
 bound ``Lip(σ ∘ A) ≤ Lip(σ) · ‖A‖``.
 """
 

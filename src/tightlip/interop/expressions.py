@@ -20,10 +20,13 @@ as ``torch.onnx.export`` writes them.
 ``Concat(Relu z, Relu(Neg z))``                    CReLU
 ``Concat((z + Sin z)/2, (z − Sin z)/2)``           SinPair
 ``TopK(Reshape(z, (…, g)), K = g)``                GroupSort(g) (MaxMin for g = 2)
+``MaxPool`` on ``(C, H, W)`` maps                   MaxPool2dActivation (its ``param``)
 =================================================  ===========================================
 
-Concatenations must be of rank-1 feature tensors along the feature axis, so that the block
-order is the one tightlip's polyactivations use.
+Concatenations must be along axis 1: of flat feature tensors, or of ``(C, H, W)`` maps along
+the channels, which in C order is the concatenation of the flattened maps (as
+:class:`~tightlip.layers.channels.OnChannels` computes CReLU and SinCos on maps), so that the
+block order is the one tightlip's polyactivations use.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class Op:
 
     ``kind`` is one of :data:`UNARY`, ``"sin"``, ``"cos"``, ``"add"``, ``"sub"`` (two computed
     tensors), ``"mul"``/``"div"`` (by the scalar ``param``), ``"min"`` (with the constant
-    vector ``param``), ``"concat"``, ``"topk"`` (groups of ``param``). ``node`` names the ONNX
+    vector ``param``), ``"concat"``, ``"topk"`` (groups of ``param``), ``"maxpool"`` (the
+    :class:`~tightlip.layers.pooling.MaxPool2dActivation` ``param``). ``node`` names the ONNX
     node that made it, for messages.
     """
 
@@ -154,6 +158,8 @@ def recognise(expr: Expr) -> tuple[Activation, Lin] | None:
         return _clipped(expr.param, arg.args[0])  # type: ignore[union-attr]
     if expr.kind == "concat":
         return _concat(expr.args)
+    if expr.kind == "maxpool" and isinstance(arg, Lin):
+        return expr.param, arg
     if expr.kind == "topk" and isinstance(arg, Lin):
         group = int(expr.param)
         return (MaxMin() if group == 2 else GroupSort(group)), arg

@@ -6,7 +6,9 @@ local-Lipschitz layers become the plain affine maps and activations every verifi
 (``Gemm``; ``Relu``, ``Abs``, ``Tanh``, ``Sigmoid``, ``LeakyRelu``; SinCos as
 ``Sin``/``Cos``/``Concat``, CReLU as ``Relu``/``Neg``/``Concat``, SinPair as ``Sin``, ``Add``,
 ``Sub``, ``Div`` and ``Concat``, GroupSort as ``Reshape``/``TopK``, the clipped ReLU as
-``Relu``/``Min``). A merged step (a product of layers, kept as its factors) is written as its
+``Relu``/``Min``; convolutions as ``Conv`` with zero pads, average pooling as ``AveragePool``
+with ``count_include_pad=1``, max pooling as ``MaxPool``, each between ``Reshape`` nodes, since
+the chain holds flat rows). A merged step (a product of layers, kept as its factors) is written as its
 factors, so that its certified rounding bound survives the round trip. The graph is written by
 ``torch.onnx.export`` (the ``torch.export`` exporter, which needs ``onnxscript``) with a
 symbolic batch axis.
@@ -34,8 +36,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator
 from tightlip.errors import UnsupportedLayerError
 from tightlip.interop.builder import IDENTITY_READOUT
 from tightlip.interop.diagonal import Diagonal
@@ -53,8 +57,9 @@ from tightlip.layers import (
     SinPair,
     Tanh,
 )
+from tightlip.layers.pooling import MaxPool2dActivation
 from tightlip.model import ActivationStep, AffineStep, LayerChain, to_chain
-from tightlip.operators import Dense, LinearOperator, Product
+from tightlip.operators import Dense, Identity, LinearOperator, Product
 
 
 class _Scale(nn.Module):
@@ -79,6 +84,71 @@ class _Clipped(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.relu(z), self.threshold)
+
+
+class _Conv(nn.Module):
+    """A :class:`~tightlip.convolution.operators.Conv2dOperator` on flat rows (ONNX
+    ``Reshape``, ``Conv`` with its zero pads, ``Reshape``)."""
+
+    def __init__(self, operator: Conv2dOperator, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("kernel", operator.kernel.to(dtype))
+        self.input_shape = operator.input_shape
+        self.stride, self.dilation = operator.stride, operator.dilation
+        (top, bottom), (left, right) = operator.padding
+        self.symmetric = top == bottom and left == right
+        self.padding = (top, left) if self.symmetric else (0, 0)
+        self.pads = (left, right, top, bottom)
+        self.out_features = operator.out_features
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = h.reshape(-1, *self.input_shape)
+        if not self.symmetric:
+            x = F.pad(x, self.pads)
+        y = F.conv2d(x, self.kernel, stride=self.stride, dilation=self.dilation, padding=self.padding)
+        return y.reshape(-1, self.out_features)
+
+
+class _AvgPool(nn.Module):
+    """An :class:`~tightlip.convolution.operators.AvgPool2dOperator` on flat rows (ONNX
+    ``Reshape``, ``AveragePool`` with ``count_include_pad=1``, ``Reshape``)."""
+
+    def __init__(self, operator: AvgPool2dOperator) -> None:
+        super().__init__()
+        axes = operator.window.axes
+        self.input_shape = operator.input_shape
+        self.kernel = (axes[0].kernel, axes[1].kernel)
+        self.stride = (axes[0].stride, axes[1].stride)
+        self.padding = (axes[0].pad_before, axes[1].pad_before)
+        self.out_features = operator.out_features
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = h.reshape(-1, *self.input_shape)
+        y = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True)
+        return y.reshape(-1, self.out_features)
+
+
+class _MaxPool(nn.Module):
+    """:class:`~tightlip.layers.pooling.MaxPool2dActivation` (ONNX ``Reshape``, ``MaxPool``,
+    ``Reshape``)."""
+
+    def __init__(self, activation: MaxPool2dActivation) -> None:
+        super().__init__()
+        self.activation = activation
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.activation(h)
+
+
+class _Shift(nn.Module):
+    """``z ↦ z + b`` (ONNX ``Add``): the bias after a structured operator."""
+
+    def __init__(self, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bias", bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.bias
 
 
 class _Flatten(nn.Module):
@@ -138,7 +208,19 @@ def _factors(operator: LinearOperator, name: str) -> list[LinearOperator]:
                 "normalisation folded in at import), whose exact value is not a float number, "
                 "so no ONNX file holds this network exactly; export the original network"
             )
-        if not isinstance(factor, Dense | Diagonal):
+        if isinstance(factor, Conv2dOperator) and factor.circular:
+            raise UnsupportedLayerError(
+                f"{name}: a convolution with circular padding has no ONNX form tightlip reads "
+                "back (ONNX Conv pads with zeros)"
+            )
+        if isinstance(factor, AvgPool2dOperator) and (
+            factor.divisor != factor.window.kernel.shape[2] * factor.window.kernel.shape[3]
+        ):
+            raise UnsupportedLayerError(
+                f"{name}: average pooling with divisor {factor.divisor} other than its window "
+                "size has no ONNX AveragePool form"
+            )
+        if not isinstance(factor, Dense | Diagonal | Conv2dOperator | AvgPool2dOperator | Identity):
             raise UnsupportedLayerError(
                 f"{name}: its {type(factor).__name__} operator has no ONNX form tightlip writes"
             )
@@ -152,8 +234,15 @@ def _affine_modules(step: AffineStep, dtype: torch.dtype) -> list[nn.Module]:
         bias = step.bias.to(dtype) if step.bias is not None and i == len(factors) - 1 else None
         if isinstance(factor, Dense):
             modules.append(_linear(factor.matrix.to(dtype), bias, dtype))
+        elif isinstance(factor, Diagonal):
+            modules.append(_Scale(factor.values.to(dtype), bias))
         else:
-            modules.append(_Scale(factor.values.to(dtype), bias))  # type: ignore[union-attr]
+            if isinstance(factor, Conv2dOperator):
+                modules.append(_Conv(factor, dtype))
+            elif isinstance(factor, AvgPool2dOperator):
+                modules.append(_AvgPool(factor))
+            if bias is not None:
+                modules.append(_Shift(bias))
     return modules
 
 
@@ -172,6 +261,8 @@ def _activation_module(step: ActivationStep, width: int, dtype: torch.dtype) -> 
         return _Clipped(act.positive_threshold(torch.float64).detach().to(dtype))
     if isinstance(act, GroupSort):
         return _GroupSort(act.group_size, width)
+    if isinstance(act, MaxPool2dActivation):
+        return _MaxPool(act)
     if isinstance(act, ReLU | Abs | Tanh | Sigmoid | SinCos | CReLU | SinPair):
         return type(act)()
     raise UnsupportedLayerError(
@@ -185,7 +276,12 @@ def _tensors(chain: LayerChain) -> list[torch.Tensor]:
     for step in chain.steps:
         if isinstance(step, AffineStep):
             for factor in _factors(step.operator, step.name):
-                out.append(factor.matrix if isinstance(factor, Dense) else factor.values)  # type: ignore[union-attr]
+                if isinstance(factor, Dense):
+                    out.append(factor.matrix)
+                elif isinstance(factor, Diagonal):
+                    out.append(factor.values)
+                elif isinstance(factor, Conv2dOperator):
+                    out.append(factor.kernel)
             if step.bias is not None:
                 out.append(step.bias)
         elif isinstance(step.activation, ClippedReLU):
@@ -254,11 +350,40 @@ def _bias(step: AffineStep) -> torch.Tensor:
 def _same_operator(a: LinearOperator, b: LinearOperator) -> bool:
     """Equal factor by factor (a product is compared through its factors: the float64 product
     of equal factors may differ in the last bits with their memory layout)."""
-    fa = a.factors if isinstance(a, Product) else (a,)
-    fb = b.factors if isinstance(b, Product) else (b,)
+    fa = [f for f in (a.factors if isinstance(a, Product) else (a,)) if not isinstance(f, Identity)]
+    fb = [f for f in (b.factors if isinstance(b, Product) else (b,)) if not isinstance(f, Identity)]
+    if not fa or not fb:  # identities (a dense eye on one side, an Identity on the other)
+        return a.in_features == b.in_features and all(_is_identity(f) for f in (*fa, *fb))
     if len(fa) != len(fb):
         return len(fa) > 1 and bool(torch.equal(a.dense(None), b.dense(None)))
-    return all(torch.equal(x.dense(None), y.dense(None)) for x, y in zip(fa, fb, strict=True))
+    return all(_same_factor(x, y) for x, y in zip(fa, fb, strict=True))
+
+
+def _is_identity(operator: LinearOperator) -> bool:
+    return isinstance(operator, Identity) or (
+        isinstance(operator, Dense)
+        and torch.equal(operator.matrix, torch.eye(operator.in_features, dtype=torch.float64))
+    )
+
+
+def _same_factor(a: LinearOperator, b: LinearOperator) -> bool:
+    """Equal maps; convolutions and pooling are compared by kernel and geometry (their dense
+    matrices may be too large to build)."""
+    if isinstance(a, Conv2dOperator) and isinstance(b, Conv2dOperator):
+        return (
+            torch.equal(a.kernel, b.kernel)
+            and (a.input_shape, a.stride, a.dilation, a.padding, a.circular)
+            == (b.input_shape, b.stride, b.dilation, b.padding, b.circular)
+        )
+    if isinstance(a, AvgPool2dOperator) and isinstance(b, AvgPool2dOperator):
+        return (a.input_shape, a.divisor) == (b.input_shape, b.divisor) and _same_factor(
+            a.window, b.window
+        )
+    if _is_identity(a) and _is_identity(b):
+        return a.in_features == b.in_features
+    if type(a) is not type(b) and not (isinstance(a, Dense | Diagonal) and isinstance(b, Dense | Diagonal)):
+        return False
+    return bool(torch.equal(a.dense(None), b.dense(None)))
 
 
 def _activation_key(act: Activation) -> tuple:
@@ -268,6 +393,8 @@ def _activation_key(act: Activation) -> tuple:
         return ("groupsort", act.group_size)
     if isinstance(act, LeakyReLU):
         return ("leaky", act.negative_slope)
+    if isinstance(act, MaxPool2dActivation):
+        return ("maxpool", act.input_shape, repr(act.axes))
     return (type(act).__name__,)
 
 

@@ -17,8 +17,30 @@ order (:mod:`tightlip.interop.expressions` tracks what each tensor is). Supporte
   ``Neg``/``Concat`` for CReLU, ``Min`` for the clipped ReLU, ``TopK`` for GroupSort); an
   activation after the last affine layer is kept (an identity read-out follows it).
 
-``Conv`` and pooling nodes are refused with a line saying so, as is every other node (naming
-it, its op type and what is supported). A branch (a skip or residual connection) is refused.
+Convolutional networks (feature maps ``(C, H, W)``, held as flat rows in C order):
+
+* ``Conv`` (group 1, 2-D kernel; ``pads``, ``strides``, ``dilations``, ``auto_pad`` VALID /
+  SAME_UPPER / SAME_LOWER, bias) is a :class:`~tightlip.convolution.operators.Conv2dOperator`
+  factor of the pending affine map; any other ``group`` is refused naming the node (a grouped
+  convolution is a block-sparse group-1 one, but tightlip does not lower it);
+* ``Pad`` (constant mode, value 0, spatial axes only) is folded into the ``Conv`` that reads it
+  (its pads are added to the convolution's); any other mode or value, or a Pad that no Conv
+  reads, is refused;
+* ``AveragePool`` (floor mode or a ``ceil_mode`` that adds no window; ``count_include_pad=1`` or
+  no padding), ``GlobalAveragePool`` (the whole map as window) and ``ReduceMean`` over both
+  spatial axes (how ``AdaptiveAvgPool2d(1)`` exports) are
+  :class:`~tightlip.convolution.operators.AvgPool2dOperator` factors;
+* ``MaxPool`` (equal pads on both sides) is a nonlinear step,
+  :class:`~tightlip.layers.pooling.MaxPool2dActivation`, whose constants per norm are derived
+  from kernel and stride (``√m`` in ℓ2 for a pixel read by ``m`` overlapping windows);
+* ``BatchNormalization`` after a ``Conv`` is a per-channel diagonal scale and shift in the same
+  affine step (a :class:`~tightlip.operators.Product` with its certified rounding);
+* activations act on maps elementwise; ``Concat`` along axis 1 of maps (channels) forms the
+  polyactivations on channels (CReLU, SinCos), as :class:`~tightlip.layers.channels.OnChannels`;
+  ``Flatten`` / ``Reshape`` turn maps into flat rows.
+
+Every other node is refused with a line naming it, its op type and what is supported. A branch
+(a skip or residual connection) is refused.
 After reading, the chain is checked against the file (:mod:`tightlip.interop.check`).
 """
 
@@ -43,6 +65,7 @@ from tightlip.interop.diagonal import Diagonal
 from tightlip.interop.expressions import UNARY, Expr, Lin, Op, recognise
 from tightlip.interop.imported import ImportedModel
 from tightlip.layers.leaky_relu import DEFAULT_NEGATIVE_SLOPE
+from tightlip.layers.pooling import MaxPool2dActivation
 from tightlip.model import LayerChain
 from tightlip.operators import Dense
 
@@ -79,6 +102,10 @@ SUPPORTED_NODES = (
     "Dropout",
     "Conv",
     "AveragePool",
+    "MaxPool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Pad",
 )
 #: convolution and pooling nodes tightlip does not read
 CONVOLUTION_NODES = frozenset(
@@ -87,8 +114,6 @@ CONVOLUTION_NODES = frozenset(
         "ConvInteger",
         "QLinearConv",
         "DeformConv",
-        "MaxPool",
-        "GlobalAveragePool",
         "GlobalMaxPool",
         "LpPool",
         "GlobalLpPool",
@@ -139,7 +164,16 @@ class ShapeOf:
         return Const(np.asarray(self.dims, dtype=np.int64))
 
 
-Value = Expr | Const | Unusable | ShapeOf
+@dataclass(frozen=True)
+class Padded:
+    """A zero-padded feature map (ONNX ``Pad``), read only by the ``Conv`` that follows it."""
+
+    expr: Expr
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    node: str
+
+
+Value = Expr | Const | Unusable | ShapeOf | Padded
 
 
 def load_onnx_file(path: str | Path) -> onnx.ModelProto:
@@ -330,6 +364,11 @@ class _GraphReader:
         value = self.values[name]
         if isinstance(value, Unusable):
             raise self.refuse(f"uses {value.what}, which tightlip does not model")
+        if isinstance(value, Padded):
+            raise self.refuse(
+                f"reads the zero-padded output of Pad node {value.node!r}; tightlip reads Pad "
+                "only when a Conv follows it (the padding is folded into the convolution)"
+            )
         return value
 
     def constant(self, name: str, what: str) -> np.ndarray:
@@ -381,7 +420,7 @@ class _GraphReader:
             pending = self.builder.activate(z.affine, z.frontier, activation, expr.node)
             return Lin(pending, self.builder.frontier, expr.shape)
         arg = expr.args[0] if expr.args else None
-        if expr.kind in (*UNARY, "topk") and isinstance(arg, Op):
+        if expr.kind in (*UNARY, "topk", "maxpool") and isinstance(arg, Op):
             return self.commit(replace(expr, args=(self.commit(arg),)))
         if expr.kind in ("mul", "div") and arg is not None:
             return self._scaled(self.commit(arg), expr.param, expr.kind, expr.node)
@@ -595,8 +634,8 @@ class _GraphReader:
         lin = self.linear(name)
         if len(lin.shape) != 3:
             raise self.refuse(
-                f"reads a tensor of shape {lin.shape} per example; tightlip reads 2-D feature "
-                "maps (batch, C, H, W)"
+                f"reads a tensor of shape {lin.shape} per example; tightlip reads 2-D "
+                "convolution and pooling of (batch, C, H, W) feature maps"
             )
         return lin
 
@@ -633,14 +672,27 @@ class _GraphReader:
         group = int(attrs.get("group", 1))
         if group != 1:
             raise self.refuse(f"with group {group} is not supported (only group 1)")
-        lin = self._maps(inputs[0])
+        before = ((0, 0), (0, 0))
+        source = self.values.get(inputs[0])
+        if isinstance(source, Padded):  # Pad folded into this convolution
+            before = source.padding
+            lin = self.commit(source.expr)
+            if len(lin.shape) != 3:
+                raise self.refuse(f"reads a tensor of shape {lin.shape}; tightlip reads 2-D maps")
+        else:
+            lin = self._maps(inputs[0])
         kernel = self.constant(inputs[1], "kernel")
         if kernel.ndim != 4 or kernel.shape[1] != lin.shape[0]:
             raise self.refuse(
                 f"has a kernel of shape {kernel.shape} for {lin.shape[0]}-channel 2-D maps"
             )
         size = (int(kernel.shape[2]), int(kernel.shape[3]))
-        stride, dilation, padding = self._window(attrs, size, lin.shape)
+        stride, dilation, own = self._window(attrs, size, lin.shape)
+        padding = tuple(  # type: ignore[assignment]
+            (a[0] + b[0], a[1] + b[1]) for a, b in zip(before, own, strict=True)
+        )
+        if before != ((0, 0), (0, 0)) and attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise self.refuse("follows a Pad and pads itself by auto_pad; tightlip reads explicit pads")
         name = self._weight_name(inputs[1])
         try:
             operator = Conv2dOperator(
@@ -686,6 +738,99 @@ class _GraphReader:
                 if ceil != operator.output_shape[1 + i]:
                     raise self.refuse("with ceil_mode=1 adds a partial window; tightlip reads floor mode")
         return Lin(lin.affine.then(operator, name), lin.frontier, operator.output_shape)
+
+    def _node_GlobalAveragePool(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        """The average over each whole map: an average pool whose window is the map."""
+        lin = self._maps(inputs[0])
+        hw = (lin.shape[1], lin.shape[2])
+        operator = AvgPool2dOperator(lin.shape, hw, stride=hw, name=self.short)  # type: ignore[arg-type]
+        return Lin(lin.affine.then(operator, self.short), lin.frontier, operator.output_shape)
+
+    def _node_ReduceMean(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        """The mean over both spatial axes (``x.mean((2, 3))``, ``AdaptiveAvgPool2d(1)``): a
+        global average pool, then a flat ``(C,)`` tensor unless ``keepdims``."""
+        axes = attrs.get("axes")
+        if len(inputs) > 1 and inputs[1]:
+            axes = self.constant(inputs[1], "axes").reshape(-1).tolist()
+        lin = self._maps(inputs[0])
+        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            raise self.refuse(
+                f"averages over axes {axes}; tightlip reads the mean over both spatial axes "
+                "(2, 3) of (batch, C, H, W) maps"
+            )
+        out = self._node_GlobalAveragePool(inputs[:1], {})
+        keep = bool(attrs.get("keepdims", 1))
+        return out if keep else replace(out, shape=(lin.shape[0],))  # type: ignore[arg-type]
+
+    def _node_MaxPool(self, inputs: list[str], attrs: dict[str, Any]) -> tuple[Value, Value]:
+        value = self.computed(inputs[0])
+        if len(value.shape) != 3:
+            raise self.refuse(f"pools a tensor of shape {value.shape}; tightlip reads 2-D maps")
+        kernel = tuple(int(v) for v in attrs.get("kernel_shape", ()))
+        if len(kernel) != 2:
+            raise self.refuse(f"has kernel_shape {kernel}; tightlip reads 2-D pooling")
+        stride, dilation, padding = self._window(attrs, kernel, value.shape)  # type: ignore[arg-type]
+        if any(before != after for before, after in padding):
+            raise self.refuse(
+                f"pads unequally {padding}; tightlip reads MaxPool with equal pads on both sides"
+            )
+        try:
+            activation = MaxPool2dActivation(
+                value.shape,  # type: ignore[arg-type]
+                kernel,  # type: ignore[arg-type]
+                stride,
+                (padding[0][0], padding[1][0]),
+                dilation,
+            )
+        except ModelShapeError as error:
+            raise self.refuse(f"cannot be read: {error}") from None
+        if attrs.get("ceil_mode", 0):
+            for i, axis in enumerate(activation.axes):
+                padded_size = axis.size + axis.pad_before + axis.pad_after
+                ceil = -(-(padded_size - axis.span) // axis.stride) + 1
+                if ceil != activation.output_shape[1 + i]:
+                    raise self.refuse("with ceil_mode=1 adds a partial window; tightlip reads floor mode")
+        pooled = Op("maxpool", (value,), activation.output_shape, self.short, activation)
+        return pooled, Unusable(f"the indices of {self.label}")
+
+    def _node_Pad(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
+        """Constant zero padding of the two spatial axes, kept for the next ``Conv``."""
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode != "constant":
+            raise self.refuse(
+                f"with mode {mode!r} is not supported (only constant zero padding, folded into "
+                "the Conv that follows)"
+            )
+        if len(inputs) > 1 and inputs[1]:
+            pads = self.constant(inputs[1], "pads").astype(np.int64).reshape(-1).tolist()
+        else:
+            pads = list(attrs.get("pads", ()))
+        fill = 0.0
+        if len(inputs) > 2 and inputs[2]:
+            fill = float(self.constant(inputs[2], "constant value").reshape(-1)[0])
+        elif "value" in attrs:
+            fill = float(attrs["value"])
+        if fill != 0.0:
+            raise self.refuse(
+                f"pads with the value {fill:g}; tightlip reads zero padding (folded into a Conv)"
+            )
+        value = self.computed(inputs[0])
+        rank = 1 + len(value.shape)
+        axes = list(range(rank))
+        if len(inputs) > 3 and inputs[3]:
+            axes = [int(a) % rank for a in self.constant(inputs[3], "axes").reshape(-1)]
+        if len(pads) != 2 * len(axes):
+            raise self.refuse(f"has {len(pads)} pads for {len(axes)} axes")
+        full = [0] * (2 * rank)
+        for i, axis in enumerate(axes):
+            full[axis], full[rank + axis] = int(pads[i]), int(pads[len(axes) + i])
+        if rank != 4 or any(full[a] or full[rank + a] for a in (0, 1)) or min(full) < 0:
+            raise self.refuse(
+                f"pads {full}; tightlip reads non-negative zero padding of the two spatial axes "
+                "of (batch, C, H, W) maps"
+            )
+        return Padded(value, ((full[2], full[6]), (full[3], full[7])), self.short)
 
     def _node_Identity(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
         return self.get(inputs[0])
@@ -834,11 +979,18 @@ class _GraphReader:
                 dims += list(v.dims) if isinstance(v, ShapeOf) else v.value.reshape(-1).tolist()  # type: ignore[union-attr]
             return ShapeOf(tuple(dims)).value()
         parts = [self.computed(name) for name in inputs]
-        if any(len(p.shape) != 1 for p in parts) or axis not in (1, -1):
+        rank = 1 + len(parts[0].shape)
+        # along axis 1 (the features, or the channels of (C, H, W) maps: in C order the
+        # flattened concatenation, as tightlip's polyactivations on channels compute it)
+        if (
+            axis % rank != 1
+            or any(len(p.shape) != rank - 1 or p.shape[1:] != parts[0].shape[1:] for p in parts)
+        ):
             raise self.refuse(
-                "concatenates other than flat (batch, features) tensors along the features"
+                "concatenates other than along axis 1 (the features, or the channels of maps)"
             )
-        return Op("concat", tuple(parts), (sum(p.shape[0] for p in parts),), self.short)
+        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+        return Op("concat", tuple(parts), shape, self.short)
 
     def _node_TopK(self, inputs: list[str], attrs: dict[str, Any]) -> tuple[Value, Value]:
         lin = self.linear(inputs[0])
