@@ -269,3 +269,53 @@ def test_cli_refuses_unsupported_conv_settings_in_one_line(tmp_path, case) -> No
     assert len(lines) == 1, result.output
     for word in words:
         assert word in result.output
+
+
+def test_cli_export_of_a_conv_checkpoint_runs_in_onnxruntime_with_equal_bounds(tmp_path) -> None:
+    import json
+
+    import onnxruntime as ort
+
+    from tightlip.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(2)
+    spec = tl.ModelSpec(
+        input_dim=3 * 8 * 8, input_shape=(3, 8, 8), arch="c4k3,max2,c4k3s2,avg2,f5",
+        num_classes=3, activation="sincos",
+    )
+    model = tl.build_model(spec).eval()
+    meta = {"method": "tightlip", "model": {"kind": "mlp", "arguments": spec.to_dict()}, "train": {"norm": "2"}}
+    save_checkpoint(tmp_path / "ck", model, meta)
+    onnx_path = tmp_path / "conv.onnx"
+    result = runner.invoke(app, ["export", str(tmp_path / "ck"), str(onnx_path), "--exporter", "torchscript"])
+    assert result.exit_code == 0, result.output
+    assert "(batch, 3, 8, 8)" in result.output
+    x = torch.randn(4, 3, 8, 8)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.allclose(out, expected, rtol=1e-5, atol=1e-6)
+    values = {}
+    for source in (tmp_path / "ck", onnx_path):
+        js = tmp_path / f"{source.name}.json"
+        bound = runner.invoke(
+            app, ["bound", str(source), "--method", "trivial", "--lower-seconds", "0.5", "--json", str(js)]
+        )
+        assert bound.exit_code == 0, bound.output
+        values[source.name] = json.loads(js.read_text())["bounds"][0]["value"]
+    assert values["ck"] == values["conv.onnx"]
+
+
+@pytest.mark.parametrize(("kernel", "stride", "coverage"), [(2, 2, 1), (3, 1, 9), (3, 2, 4)])
+def test_imported_max_pool_constants_are_attained(kernel, stride, coverage) -> None:
+    """Lip_2 = √m and Lip_1 = m for a pixel read by m windows; a spike there attains both."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2)]
+    imported = import_onnx(_graph(nodes, {}, (1, 7, 7)))
+    pool = imported.chain.activation_steps[0].activation
+    assert pool.lipschitz("1") == coverage and pool.lipschitz("inf") == 1.0
+    assert pool.lipschitz("2") >= coverage**0.5
+    x = torch.zeros(49, dtype=torch.float64)
+    x[2 * 7 + 2] = 1.0  # pixel (2, 2), read by the most windows in each case
+    jac = torch.autograd.functional.jacobian(lambda v: pool(v[None])[0], x)
+    assert float(torch.linalg.matrix_norm(jac, ord=2)) == pytest.approx(coverage**0.5)

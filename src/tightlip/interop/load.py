@@ -95,7 +95,7 @@ def load(
             checkpoint.model,
             "checkpoint",
             checkpoint.directory,
-            (chain.input_dim,),
+            chain.input_shape,
             checkpoint=checkpoint,
             notes=checkpoint.notes,
         )
@@ -103,7 +103,7 @@ def load(
     if architecture is None:
         raise CheckpointError(bare_state_dict_message(path, list(state)))
     model = from_state_dict(state, architecture, source=str(path), check=check)
-    shape = getattr(model, "input_shape", (to_chain(model).input_dim,))
+    shape = getattr(model, "input_shape", None) or to_chain(model).input_shape
     return LoadedModel(model, "state-dict", path, tuple(shape), notes=getattr(model, "notes", ()))
 
 
