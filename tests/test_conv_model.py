@@ -342,6 +342,6 @@ def test_arch_is_a_model_setting_and_mlp_methods_refuse_it() -> None:
     assert settings.origin["arch"] == "explicit"
     model, description = METHODS.get("tightlip").build(settings.spec, TrainConfig(), {})
     assert ModelSpec.from_dict(description["arguments"]) == settings.spec
-    for method in ("sandwich", "local-lip", "plain"):
+    for method in ("sandwich", "plain"):
         with pytest.raises(MethodNotApplicableError, match="builds MLPs only"):
             METHODS.get(method).build(settings.spec, TrainConfig(), {})

@@ -3,7 +3,8 @@
 ========== ======================================================================
 mlp        bias-free Linear + polyactivations (:mod:`tightlip.model`)
 sandwich   Sandwich layers, Lip ≤ γ by construction (:mod:`.sandwich`)
-local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`)
+local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`); its conv form
+           is the kind ``local-lip-conv`` (:mod:`.local_lip_conv`)
 plain      ReLU MLP (:mod:`.standard`)
 specnorm   spectrally normalised ReLU MLP (:mod:`.standard`)
 orthogonal orthogonal weights + MaxMin (:mod:`.standard`)
@@ -17,6 +18,7 @@ Importing this package registers every kind in :data:`MODEL_KINDS`.
 from tightlip.models import (  # noqa: F401  (registration)
     gloro,
     local_lip,
+    local_lip_conv,
     mlp,
     normalized,
     sandwich,

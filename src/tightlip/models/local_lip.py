@@ -69,7 +69,42 @@ INTERVAL_SLACK = 1e-9
 LOCAL_LIP_THRESHOLD_INIT = 1.0
 
 
-class LocalLipMLP(nn.Sequential):
+class LocalLipNetwork(nn.Sequential):
+    """A network for local bounds: affine layers, each but the last followed by a clipped ReLU.
+
+    Subclasses answer :meth:`affine_layers`, one :class:`AffineLayer` view per affine layer in
+    order (:class:`DenseAffine` here, the convolution's in :mod:`tightlip.models.local_lip_conv`),
+    each of which computes its own images of points, boxes and masks, so :func:`local_bounds`
+    never asks which kind of layer it holds.
+    """
+
+    arguments: dict[str, Any]
+    kind = "local-lip"
+
+    def affine_layers(self) -> list[AffineLayer]:
+        raise NotImplementedError
+
+    def clipped(self) -> list[ClippedReLU]:
+        return [m for m in self.modules() if isinstance(m, ClippedReLU)]
+
+    def description(self) -> dict[str, Any]:
+        return {"kind": self.kind, "arguments": dict(self.arguments)}
+
+    def full_norm(self, index: int, layer: AffineLayer, norm: NormName) -> float:
+        """The certified norm of the unmasked layer ``index``, cached while its weight is
+        unchanged (the cache key is the weight's storage and in-place version)."""
+        cache: dict[tuple[int, str], tuple[tuple[int, int], float]] = self.__dict__.setdefault(
+            "_full_norms", {}
+        )
+        key = (layer.weight.data_ptr(), layer.weight._version)
+        hit = cache.get((index, norm))
+        if hit is None or hit[0] != key:
+            hit = (key, layer.certified_full_norm(norm))
+            cache[(index, norm)] = hit
+        return hit[1]
+
+
+class LocalLipMLP(LocalLipNetwork):
     """``Flatten → Linear → ClippedReLU → … → Linear`` (biases on, θ initialised to ``init``)."""
 
     def __init__(
@@ -96,11 +131,8 @@ class LocalLipMLP(nn.Sequential):
     def linears(self) -> list[nn.Linear]:
         return [m for m in self if isinstance(m, nn.Linear)]
 
-    def clipped(self) -> list[ClippedReLU]:
-        return [m for m in self if isinstance(m, ClippedReLU)]
-
-    def description(self) -> dict[str, Any]:
-        return {"kind": "local-lip", "arguments": dict(self.arguments)}
+    def affine_layers(self) -> list[AffineLayer]:
+        return [DenseAffine(m) for m in self.linears()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +232,127 @@ def _masked_row_norms(w: torch.Tensor, mask: torch.Tensor | None, q: NormName) -
 
 
 # --------------------------------------------------------------------------------------------
+# affine layers as the local bound reads them
+# --------------------------------------------------------------------------------------------
+
+
+class AffineLayer:
+    """One affine layer ``z = A h + b`` on flat rows, as :func:`local_bounds` reads it.
+
+    Every method works on batches of flat rows ``(B, n)`` in the dtype given (float64 for
+    certification). Masks are 0/1 rows; ``None`` means all ones.
+    """
+
+    module: nn.Module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.module.weight  # type: ignore[return-value]
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.module.bias  # type: ignore[return-value]
+
+    @property
+    def in_features(self) -> int:
+        raise NotImplementedError
+
+    def apply(self, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``A h + b``."""
+        raise NotImplementedError
+
+    def abs_apply(self, r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``|A| r`` (entrywise absolute values of A, no bias)."""
+        raise NotImplementedError
+
+    def abs_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """``|b|``, one entry per output unit."""
+        raise NotImplementedError
+
+    def ball_radii(
+        self, prev_mask: torch.Tensor | None, q: NormName, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Upper bounds on ``‖a_i ⊙ m‖_q`` for every output unit i, shape ``(B, out)`` or
+        ``(1, out)`` (``a_i`` the i-th row of A)."""
+        raise NotImplementedError
+
+    def certified_norms(
+        self, row_mask: torch.Tensor, col_mask: torch.Tensor | None, norm: NormName
+    ) -> torch.Tensor:
+        """Certified float64 upper bounds on ``‖diag(r_b) A diag(c_b)‖_{p→p}``, shape ``(B,)``."""
+        raise NotImplementedError
+
+    def power_norms(
+        self,
+        row_mask: torch.Tensor,
+        col_mask: torch.Tensor | None,
+        start: torch.Tensor,
+        iterations: int,
+        norm: NormName,
+    ) -> torch.Tensor:
+        """Differentiable training estimates of the same masked norms (power iteration)."""
+        raise NotImplementedError
+
+    def refresh(self, u: torch.Tensor) -> torch.Tensor:
+        """One unmasked power step ``u ← AᵀA u / ‖AᵀA u‖`` (no gradient), for warm starts."""
+        raise NotImplementedError
+
+    def certified_full_norm(self, norm: NormName) -> float:
+        """A certified upper bound on ``‖A‖_{p→p}`` (float64)."""
+        raise NotImplementedError
+
+
+class DenseAffine(AffineLayer):
+    """An ``nn.Linear`` layer: the matrix formulas of the module docstring."""
+
+    def __init__(self, module: nn.Linear) -> None:
+        self.module = module
+
+    @property
+    def in_features(self) -> int:
+        return int(self.module.weight.shape[1])
+
+    def apply(self, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return h @ self.weight.to(dtype).T + self.bias.to(dtype)
+
+    def abs_apply(self, r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return r @ self.weight.to(dtype).abs().T
+
+    def abs_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.bias.to(dtype).abs()
+
+    def ball_radii(
+        self, prev_mask: torch.Tensor | None, q: NormName, dtype: torch.dtype
+    ) -> torch.Tensor:
+        return _masked_row_norms(self.weight.to(dtype), prev_mask, q)
+
+    def certified_norms(
+        self, row_mask: torch.Tensor, col_mask: torch.Tensor | None, norm: NormName
+    ) -> torch.Tensor:
+        return masked_norms_certified(self.weight, row_mask, col_mask, norm)
+
+    def power_norms(
+        self,
+        row_mask: torch.Tensor,
+        col_mask: torch.Tensor | None,
+        start: torch.Tensor,
+        iterations: int,
+        norm: NormName,
+    ) -> torch.Tensor:
+        weight = self.weight.to(row_mask.dtype)
+        return masked_norms_power(weight, row_mask, col_mask, start, iterations, norm)
+
+    @torch.no_grad()
+    def refresh(self, u: torch.Tensor) -> torch.Tensor:
+        v = self.weight @ u
+        u = self.weight.T @ (v / v.norm().clamp_min(1e-12))
+        return u / u.norm().clamp_min(1e-12)
+
+    def certified_full_norm(self, norm: NormName) -> float:
+        return certified_operator_norm(self.weight.detach().to(torch.float64).cpu(), norm)
+
+
+# --------------------------------------------------------------------------------------------
 # interval propagation and the local bound
 # --------------------------------------------------------------------------------------------
 
@@ -218,7 +371,7 @@ class LocalBounds:
 
 
 def local_bounds(
-    model: LocalLipMLP,
+    model: LocalLipNetwork,
     x: torch.Tensor,
     epsilon: float,
     norm: NormName = "2",
@@ -231,35 +384,35 @@ def local_bounds(
 
     ``certified=True``: float64, no gradient, sound slacks and certified masked norms (for
     certification). ``certified=False``: the model's dtype, differentiable, masked power
-    iteration from ``starts`` (one start vector per linear layer) for training.
+    iteration from ``starts`` (one start vector per affine layer) for training. Works for any
+    :class:`LocalLipNetwork`: each affine layer computes its own images (:class:`AffineLayer`).
     """
-    linears, acts = model.linears(), model.clipped()
-    if len(linears) != len(acts) + 1:
-        raise ModelShapeError("a LocalLipMLP alternates Linear and ClippedReLU layers")
+    layers, acts = model.affine_layers(), model.clipped()
+    if len(layers) != len(acts) + 1:
+        raise ModelShapeError("a local-Lipschitz network alternates affine layers and ClippedReLU")
     dtype = torch.float64 if certified else x.dtype
     q = dual_norm(norm)
     context = torch.no_grad() if certified else torch.enable_grad()
     with context:
         h = x.reshape(x.shape[0], -1).to(dtype)
         lo_post = hi_post = None
-        backbone = torch.ones(h.shape[0], dtype=dtype)
+        backbone = torch.ones(h.shape[0], dtype=dtype, device=h.device)
         prev_mask: torch.Tensor | None = None
         norms, masks, sparsity_terms = [], [], []
         for k, act in enumerate(acts):
-            w = linears[k].weight.to(dtype)
-            b = linears[k].bias.to(dtype)
-            z = h @ w.T + b
-            ball = _masked_row_norms(w, prev_mask, q) * (backbone * epsilon)[:, None]
+            layer = layers[k]
+            z = layer.apply(h, dtype)
+            ball = layer.ball_radii(prev_mask, q, dtype) * (backbone * epsilon)[:, None]
             if lo_post is None or hi_post is None:
                 radius, centre = ball, z
             else:
-                centre_box = (hi_post + lo_post) / 2 @ w.T + b
-                radius_box = (hi_post - lo_post) / 2 @ w.abs().T
+                centre_box = layer.apply((hi_post + lo_post) / 2, dtype)
+                radius_box = layer.abs_apply((hi_post - lo_post) / 2, dtype)
                 lo_i = torch.maximum(z - ball, centre_box - radius_box)
                 hi_i = torch.minimum(z + ball, centre_box + radius_box)
                 centre, radius = (hi_i + lo_i) / 2, (hi_i - lo_i) / 2
             if certified:
-                scale = h.abs() @ w.abs().T + b.abs() + radius
+                scale = layer.abs_apply(h.abs(), dtype) + layer.abs_bias(dtype) + radius
                 radius = radius * (1 + INTERVAL_SLACK) + INTERVAL_SLACK * scale + 1e-300
             lo, hi = centre - radius, centre + radius
             theta = act.positive_threshold(dtype)
@@ -270,10 +423,14 @@ def local_bounds(
                 distance = torch.minimum(hi, theta - lo).clamp_min(0)
                 sparsity_terms.append((distance * mask).mean())
             if certified:
-                layer_norm = masked_norms_certified(linears[k].weight, mask, prev_mask, norm)
+                layer_norm = layer.certified_norms(mask, prev_mask, norm)
+                layer_norm = layer_norm.clamp_max(model.full_norm(k, layer, norm))
             else:
-                start = starts[k] if starts is not None else torch.randn(w.shape[1], dtype=dtype)
-                layer_norm = masked_norms_power(w, mask, prev_mask, start, iterations, norm)
+                if starts is not None:
+                    start = starts[k]
+                else:
+                    start = torch.randn(layer.in_features, dtype=dtype, device=h.device)
+                layer_norm = layer.power_norms(mask, prev_mask, start, iterations, norm)
             backbone = backbone * layer_norm
             if certified:
                 backbone = backbone * (1 + 4 * UNIT_ROUNDOFF_F64)
@@ -282,8 +439,7 @@ def local_bounds(
             h = act(z)
             lo_post, hi_post = act(lo), act(hi)
             prev_mask = mask
-        last = linears[-1]
-        logits = h @ last.weight.to(dtype).T + last.bias.to(dtype)
+        logits = layers[-1].apply(h, dtype)
         if prev_mask is None:  # no hidden layer: the backbone is the identity
             prev_mask = torch.ones_like(h)
             lo_post = h - epsilon
@@ -302,7 +458,7 @@ def local_bounds(
 
 
 def local_lipschitz(
-    model: LocalLipMLP, x: torch.Tensor, epsilon: float, norm: NormName = "2"
+    model: LocalLipNetwork, x: torch.Tensor, epsilon: float, norm: NormName = "2"
 ) -> torch.Tensor:
     """Certified local Lipschitz bound of the *whole* network on each ball, shape ``(B,)``.
 
@@ -310,14 +466,14 @@ def local_lipschitz(
     capped by the certified norm of the unmasked matrix).
     """
     bounds = local_bounds(model, x, epsilon, norm, certified=True)
-    last = model.linears()[-1].weight
-    ones = torch.ones(bounds.logits.shape[0], last.shape[0], dtype=torch.float64)
-    head = masked_norms_certified(last, ones, bounds.last_mask, norm)
+    last = model.affine_layers()[-1]
+    ones = torch.ones(bounds.logits.shape[0], last.weight.shape[0], dtype=torch.float64)
+    head = last.certified_norms(ones, bounds.last_mask, norm)
     return head * bounds.backbone * (1 + 4 * UNIT_ROUNDOFF_F64)
 
 
 def local_certified_mask(
-    model: LocalLipMLP, x: torch.Tensor, y: torch.Tensor, epsilon: float, norm: NormName = "2"
+    model: LocalLipNetwork, x: torch.Tensor, y: torch.Tensor, epsilon: float, norm: NormName = "2"
 ) -> torch.Tensor:
     """Which examples are certified at radius ε (module docstring: GloRo test ∨ interval test)."""
     model.eval()
@@ -326,8 +482,8 @@ def local_certified_mask(
     correct = logits.argmax(dim=1) == y
     if epsilon <= 0:
         return correct
-    w = model.linears()[-1].weight.detach().to(torch.float64)
-    b = model.linears()[-1].bias.detach().to(torch.float64)
+    w = model.affine_layers()[-1].weight.detach().to(torch.float64)
+    b = model.affine_layers()[-1].bias.detach().to(torch.float64)
     others = torch.ones_like(logits, dtype=torch.bool).scatter(1, y[:, None], False)
     gaps = logits.gather(1, y[:, None]) - logits  # (B, C): z_y − z_j
     scale = logits.abs().max(dim=1, keepdim=True).values
@@ -359,8 +515,8 @@ def certify_local(
     Returns ``{"certified_accuracy": {radius: fraction}, "certified_mask": {radius: BoolTensor},
     "mean_local_backbone": {radius: float}}`` (radius keys as ``f"{r:g}"``).
     """
-    if not isinstance(model, LocalLipMLP):
-        raise TypeError("certify_local needs a LocalLipMLP")
+    if not isinstance(model, LocalLipNetwork):
+        raise TypeError("certify_local needs a LocalLipNetwork (LocalLipMLP or LocalLipConvNet)")
     norm = parse_norm(norm)
     x = x.reshape(x.shape[0], -1)
     accuracy, masks, means = {}, {}, {}
