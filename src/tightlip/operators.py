@@ -41,7 +41,8 @@ true product is not; the error term keeps the bound above it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -56,6 +57,8 @@ from tightlip.norms import (
     product_rounded_up,
     round_up,
 )
+
+_ORDERS: dict[str, float] = {"1": 1.0, "2": 2.0, "inf": math.inf}
 
 #: ``dense()`` refuses matrices with more entries than this unless asked for more (512 MiB)
 DENSE_ENTRY_LIMIT = 2**26
@@ -109,6 +112,32 @@ class LinearOperator(Protocol):
     def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         """A non-negative ``(out, in)`` matrix ``E`` with ``|dense() − A| ≤ E`` entrywise."""
         ...
+
+
+@dataclass(frozen=True)
+class FloatRounding:
+    """How an operator's ``apply`` rounds when run in a binary format of unit roundoff ``u``.
+
+    Barring underflow, for every input ``h`` (entrywise; Higham, *Accuracy and Stability*,
+    §3.1, Lemma 3.3, ``γ_k = k u / (1 − k u)``)
+
+        |fl(A h) − A h| ≤ γ_terms · (M |h|),
+
+    where ``M ≥ |A|`` entrywise is the *magnitude* operator: the sum of the moduli of the
+    products the evaluation forms (``|W|`` for a matrix, the convolution with ``|K|``).
+    ``terms`` counts the rounded operations along each output: the ``products`` summed, one
+    for rounding the weights to the format, one more for a final division (average pooling);
+    ``terms = 0`` says ``apply`` is exact (the identity). :mod:`tightlip.eval.float32` turns
+    this into its float32 certificate.
+    """
+
+    terms: int
+    #: products summed per output (what the underflow terms count)
+    products: int
+    #: ``h ↦ M h`` for ``h ≥ 0`` ``(..., in_features)``, in float64
+    magnitude: Callable[[torch.Tensor], torch.Tensor]
+    #: ``q ↦`` ``(out_features,)`` float64 upper bounds on the rows' ``‖M_i‖_q``
+    row_norms: Callable[[NormName], torch.Tensor]
 
 
 def check_dense_size(
@@ -182,6 +211,16 @@ class Dense:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)
         return torch.zeros_like(self.matrix)
 
+    def float_rounding(self) -> FloatRounding:
+        """A matrix product: ``n`` products per row, plus the weights' rounding."""
+        magnitude = self.matrix.abs()
+        return FloatRounding(
+            terms=self.in_features + 1,
+            products=self.in_features,
+            magnitude=lambda h: h @ magnitude.T,
+            row_norms=lambda q: torch.linalg.vector_norm(magnitude, ord=_ORDERS[q], dim=1),
+        )
+
     def __repr__(self) -> str:
         return f"Dense({self.out_features}×{self.in_features}, name={self.name!r})"
 
@@ -243,6 +282,11 @@ class Identity:
     def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         check_dense_size(self.features, self.features, max_entries, self.name)
         return torch.zeros(self.features, self.features, dtype=torch.float64)
+
+    def float_rounding(self) -> FloatRounding:
+        """Exact: ``apply`` returns its argument."""
+        ones = torch.ones(self.features, dtype=torch.float64)
+        return FloatRounding(0, 0, lambda h: h, lambda q: ones)
 
     def __repr__(self) -> str:
         return f"Identity({self.features}, name={self.name!r})"

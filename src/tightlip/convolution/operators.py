@@ -18,7 +18,14 @@ questions without ever forming their matrix unless asked (``dense(max_entries)``
   so it is exact), refused above ``max_entries`` with
   :class:`~tightlip.errors.MethodNotApplicableError`;
 * beyond the protocol, ``abs_operator()``: ``|A|`` entrywise as an operator of the same kind
-  (for forward-error bounds ``|A||h|`` without a dense matrix).
+  (for forward-error bounds ``|A||h|`` without a dense matrix), and ``float_rounding()``:
+  how ``apply`` rounds in float32 (:class:`~tightlip.operators.FloatRounding`). An output of a
+  convolution is an inner product of ``n = c_in k_h k_w`` products (fewer at a zero-padded
+  border), so ``|fl(K ⋆ h) − K ⋆ h| ≤ γ_{n+1} (|K| ⋆ |h|)`` with the kernel's rounding
+  (Higham, Lemma 3.3); the taps of a window read distinct pixels (aliasing circular padding is
+  refused), so row ``i`` of ``|A|`` holds a subset of ``|K_o|``'s entries and
+  ``‖|A|_i‖_q ≤ ‖K_o‖_q``. Average pooling sums ``k_h k_w`` exact products ``1 · h`` and
+  divides once: ``γ_{k_h k_w + 1} A|h|``, and ``‖A_i‖_q = #window^{1/q} / D``.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from tightlip.norms import (
     product_rounded_up,
     round_up,
 )
-from tightlip.operators import DENSE_ENTRY_LIMIT, check_dense_size
+from tightlip.operators import DENSE_ENTRY_LIMIT, FloatRounding, check_dense_size
 
 #: ℓ2 also tries the certified SVD of the dense matrix when ``m · n · min(m, n)`` is at most this
 #: (about a second of LAPACK on one core)
@@ -193,6 +200,19 @@ class Conv2dOperator(_FeatureMapOperator):
             name=f"|{self.name}|",
         )
 
+    def float_rounding(self) -> FloatRounding:
+        """``γ_{n+1} (|K| ⋆ |h|)`` with ``n = c_in k_h k_w`` (module docstring)."""
+        magnitude = self.abs_operator()
+        products = math.prod(self.kernel.shape[1:])
+        spatial = self.output_shape[1] * self.output_shape[2]
+
+        def row_norms(q: NormName) -> torch.Tensor:
+            order = {"1": 1.0, "2": 2.0, "inf": math.inf}[q]
+            per_channel = torch.linalg.vector_norm(self.kernel.flatten(1), ord=order, dim=1)
+            return per_channel.repeat_interleave(spatial)
+
+        return FloatRounding(products + 1, products, magnitude.apply, row_norms)
+
     def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)
         if self._dense is not None:
@@ -290,6 +310,20 @@ class AvgPool2dOperator(_FeatureMapOperator):
     def abs_operator(self) -> AvgPool2dOperator:
         """``|A| = A`` (the entries are ``1/D ≥ 0``)."""
         return self
+
+    def float_rounding(self) -> FloatRounding:
+        """``γ_{k_h k_w + 1} A|h|``: an exact-product window sum, one division (module docs)."""
+        window = math.prod(self.window.kernel.shape[2:])
+        ones = torch.ones(self.in_features, dtype=torch.float64)
+
+        def row_norms(q: NormName) -> torch.Tensor:
+            counts = self.apply(ones) * self.divisor  # pixels per window (small integers)
+            counts = counts.round()
+            if q == "inf":
+                return (counts > 0).to(torch.float64) / self.divisor
+            return counts ** (1.0 / {"1": 1.0, "2": 2.0}[q]) / self.divisor
+
+        return FloatRounding(window + 1, window, self.apply, row_norms)
 
     def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)

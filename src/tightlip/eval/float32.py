@@ -16,14 +16,22 @@ float32 the way ``LayerChain.forward`` does it: the input rounded to float32; ea
 product, factor after factor, and the rounded bias added (separately, or fused into the
 product as ``nn.Linear``'s ``addmm`` does: the bound covers both); activations by torch's
 float32 kernels. tightlip's own models (``nn.Sequential`` of ``Linear`` layers and tightlip
-activations) evaluate exactly these operations. Modules that *compute* their weights at run
+activations) evaluate exactly these operations. A convolutional chain evaluates its
+convolutions by ``conv2d`` with the kernel rounded to float32 (and the bias added, separately
+or fused), average pooling as a window sum divided by the window size, max pooling and the
+channel-wise activations by torch's float32 kernels: each linear factor states how it rounds
+(``float_rounding()``, :class:`~tightlip.operators.FloatRounding`), so this module never asks
+what kind of operator it holds. Modules that *compute* their weights at run
 time (Sandwich layers' Cayley transform) deploy other float32 weights: the bound covers their
 exported chain, not their module.
 
 **Assumptions** (IEEE 754 binary32, round to nearest): unit roundoff ``u = 2⁻²⁴``; matrix
 products are sums of products in any order, with or without fused multiply-add (no Strassen,
 no TF32 or bfloat16 passes: ``torch.get_float32_matmul_precision() == "highest"``, torch's
-default); ``sin``, ``cos`` and ``tanh`` are accurate to 4 ulps of the result (we assume twice
+default) and so are convolutions (direct or im2col-and-GEMM, as oneDNN and PyTorch's CPU
+kernels compute them; no Winograd or FFT algorithms, no TF32: on CUDA this needs
+``torch.backends.cudnn.allow_tf32 = False`` and a deterministic direct algorithm);
+``sin``, ``cos`` and ``tanh`` are accurate to 4 ulps of the result (we assume twice
 what the kernels document: the SLEEF ``u10`` functions that PyTorch's CPU kernels call claim
 1 ulp, CUDA's ``sinf``/``cosf``/``tanhf`` claim 2 ulps; fast-math intrinsics such as
 ``__sinf`` are not covered); ``abs``, ``relu``, ``max``, ``min``, sorting, negation and
@@ -40,12 +48,20 @@ one factor ``(1 + α)``, ``|α| ≤ u``, and the bias one more term. So for the 
 
     |δ_i| ≤ γ_{n+2} ((|W||ĥ|)_i + |b_i|) + μ (2‖w_i‖₁ + 4‖ĥ‖₁ + 5n + 8)              (1)
 
-(``γ_{n+1}`` and ``5n`` without a bias). The ``μ`` term collects ``2n`` flushed products and
+(``γ_{n+1}`` and ``5n`` without a bias). The same holds for any linear factor whose outputs
+are sums of ``n`` products, with ``|W|`` read as its *magnitude* operator ``M ≥ |A|`` (the sum
+of the moduli of the products formed) and ``‖w_i‖_q`` as a bound on ``‖M_i‖_q``: a
+convolution's output is an inner product of ``n = c_in k_h k_w`` products (fewer at a
+zero-padded border), ``M`` is the convolution with ``|K|``, and ``‖M_i‖_q ≤ ‖K_o‖_q`` (a
+window's taps read distinct pixels); average pooling sums ``k_h k_w`` exact products and
+divides once, ``γ_{k_h k_w + 1}`` (see :mod:`tightlip.convolution.operators`). An identity
+factor (between an activation and max pooling) is exact. The ``μ`` term collects ``2n`` flushed products and
 sums, the flushed operands ``ĥ_j`` (``|w_ij| μ`` each) and weights (``2μ |ĥ_j|`` each), and
 the bias add, each amplified by at most ``1 + γ ≤ 2``. Unfused, ``fl(fl(Wĥ) + b̂)`` is within
 ``(γ_{n+1} + u(1 + γ_{n+1}))|W||ĥ| + (2u + u²)|b| ≤ γ_{n+2}(|W||ĥ| + |b|)`` of ``Wĥ + b``.
 
-**Activations** (``m`` outputs), per output entry: ``|·|``, ReLU, CReLU, MaxMin/GroupSort:
+**Activations** (``m`` outputs), per output entry: ``|·|``, ReLU, CReLU, MaxMin/GroupSort
+(flat or on channels), max pooling:
 ``μ`` (exact up to flushing); ``sin``, ``cos``, ``tanh`` (values in [−1, 1], where an ulp is at
 most ``2⁻²³``): ``A = 4·2⁻²³ + 2⁻²⁴`` (the extra ``2⁻²⁴`` for results near 0, subnormal or
 flushed); SinPair ``(z ± sin z)/2`` (``sin``, then a rounded add, then an exact halving):
@@ -124,15 +140,20 @@ from tightlip.layers import (
     SinPair,
     Tanh,
 )
+from tightlip.layers.channels import ChannelGroupSort
+from tightlip.layers.pooling import MaxPool2dActivation
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import NormName, dual_norm, round_up, vector_norm
-from tightlip.operators import Dense
+from tightlip.operators import FloatRounding, LinearOperator
 
 #: the widest layer the bound arithmetic is argued for (module docstring)
 MAX_WIDTH = 2**20
 
 _INFLATION = 1.0 + 2.0**-30
 _ABSOLUTE_SLACK = 2.0**-1000
+#: a batch of centres holds at most this many entries per stage (128 MiB in float64): a few
+#: hundred images for a conv net, the whole default batch for an MLP
+_BATCH_ENTRIES = 2**24
 
 
 @dataclass(frozen=True)
@@ -280,6 +301,8 @@ def _clipped(activation: Activation, centre: torch.Tensor, norm: NormName) -> Ro
 _ROUNDING: dict[type, Callable[[Activation, torch.Tensor, NormName], RoundingModel]] = {
     Abs: _exact,
     ReLU: _exact,
+    ChannelGroupSort: _exact,
+    MaxPool2dActivation: _exact,
     CReLU: _exact,
     GroupSort: _exact,
     MaxMin: _exact,
@@ -328,12 +351,14 @@ class _InputStage:
         return _guard(error, self.largest + radius, precision)
 
 
-class _MatrixStage:
-    """``v ↦ W v (+ b)`` for one dense factor ``W`` (``m × n``): bound (1) of the docstring."""
+class _LinearStage:
+    """``v ↦ A v (+ b)`` for one linear factor ``A`` (``m × n``): bound (1) of the docstring,
+    with ``|W|`` read as the factor's magnitude operator ``M`` and ``n`` as the products per
+    output (:meth:`~tightlip.operators.FloatRounding`, which the operator states)."""
 
     def __init__(
         self,
-        weight: torch.Tensor,
+        rounding: FloatRounding,
         bias: torch.Tensor | None,
         centre: torch.Tensor,
         norm: NormName,
@@ -341,30 +366,34 @@ class _MatrixStage:
         entrywise: bool,
     ) -> None:
         self.norm, self.lipschitz = norm, lipschitz
-        self.outputs, self.inputs = weight.shape
+        self.exact = rounding.terms == 0 and bias is None
+        self.terms, self.products = rounding.terms, rounding.products
+        self.inputs = centre.shape[1]
         self.has_bias = bias is not None
-        abs_weight = weight.abs()
-        size = centre.abs() @ abs_weight.T  # |W||c|, (B, m)
+        size = rounding.magnitude(centre.abs())  # M|c|, (B, m)
+        self.outputs = size.shape[1]
         if bias is not None:
             size = size + bias.abs()
         self.size = _up(size) if entrywise else None
         self.size_norm = _up(vector_norm(size, norm))
         self.size_max = _up(size.amax(dim=1))
         self.centre_l1 = _up(centre.abs().sum(dim=1))
-        self.row_dual = _up(vector_norm(weight, dual_norm(norm), dim=1))  # ‖w_i‖_q, (m,)
-        self.row_l1 = _up(abs_weight.sum(dim=1))  # ‖w_i‖₁, (m,)
+        self.row_dual = _up(rounding.row_norms(dual_norm(norm)))  # ‖M_i‖_q, (m,)
+        self.row_l1 = _up(rounding.row_norms("1"))  # ‖M_i‖₁, (m,)
         self.row_dual_norm = float(_up(vector_norm(self.row_dual, norm)))
         self.row_dual_max = float(self.row_dual.max())
         self.row_l1_norm = float(_up(vector_norm(self.row_l1, norm)))
 
     def _gamma(self, precision: Precision) -> float:
-        return precision.gamma(self.inputs + (2 if self.has_bias else 1))
+        return precision.gamma(self.terms + (1 if self.has_bias else 0))
 
     def _count(self) -> float:
-        return 5.0 * self.inputs + (8.0 if self.has_bias else 0.0)
+        return 5.0 * self.products + (8.0 if self.has_bias else 0.0)
 
     def local_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
         """``(B,)`` bounds on ``‖δ‖_p`` for computed inputs within ``radius`` of the centre."""
+        if self.exact:
+            return torch.zeros_like(radius)
         gamma, mu = self._gamma(precision), precision.underflow
         rows = _root(self.outputs, self.norm)
         constant = gamma * self.size_norm + mu * (
@@ -383,6 +412,8 @@ class _MatrixStage:
         reach = self.centre_l1 + _co_root(self.inputs, self.norm) * radius
         under = mu * (2.0 * self.row_l1[None, :] + 4.0 * reach[:, None] + self._count())
         error = _up(gamma * spread + under)
+        if self.exact:
+            error = torch.zeros_like(error)
         return _guard(error, (self.size_max + self.row_dual_max * radius)[:, None], precision)
 
 
@@ -395,22 +426,26 @@ class _ActivationStage:
         return self.model.local_error(precision, radius)
 
 
-_Stage = _InputStage | _MatrixStage | _ActivationStage
+_Stage = _InputStage | _LinearStage | _ActivationStage
 
 
-def _dense_factors(step: AffineStep) -> tuple[Dense, ...]:
-    """The dense factors of an affine step, in the order they are applied."""
+def _factors(step: AffineStep) -> tuple[tuple[LinearOperator, FloatRounding], ...]:
+    """The linear factors of an affine step, in the order they are applied, each with the
+    rounding model it states (``float_rounding()``; refused when it states none)."""
     operator = step.operator
     factors = tuple(getattr(operator, "factors", (operator,)))
+    result = []
     for factor in factors:
-        if not isinstance(factor, Dense):
+        describe = getattr(factor, "float_rounding", None)
+        if not callable(describe):
             raise MethodNotApplicableError(
-                f"{step.name}: the float32 error bound knows how dense matrix products round, "
-                f"not {type(factor).__name__}"
+                f"{step.name}: {type(factor).__name__} states no float32 rounding model "
+                "(give it a float_rounding() method)"
             )
         if max(factor.in_features, factor.out_features) > MAX_WIDTH:
             raise MethodNotApplicableError(f"{step.name}: wider than {MAX_WIDTH} units")
-    return factors  # type: ignore[return-value]
+        result.append((factor, describe()))
+    return tuple(result)
 
 
 class _Batch:
@@ -423,13 +458,13 @@ class _Batch:
         last_step = chain.steps[-1]
         for step in chain.steps:
             if isinstance(step, AffineStep):
-                factors = _dense_factors(step)
-                for k, factor in enumerate(factors):
+                factors = _factors(step)
+                for k, (factor, rounding) in enumerate(factors):
                     bias = step.bias if k == len(factors) - 1 else None
                     entrywise = step is last_step and k == len(factors) - 1
                     lipschitz = factor.certified_norm(norm)
                     stages.append(
-                        _MatrixStage(factor.matrix, bias, centre, norm, lipschitz, entrywise)
+                        _LinearStage(rounding, bias, centre, norm, lipschitz, entrywise)
                     )
                     centre = factor.apply(centre)
                     if bias is not None:
@@ -439,7 +474,7 @@ class _Batch:
                 with torch.no_grad():
                     centre = step.activation(centre)
         head = stages[-1]
-        assert isinstance(head, _MatrixStage)
+        assert isinstance(head, _LinearStage)
         self.hidden, self.head = stages[:-1], head
         self.logits = centre
         zero = torch.zeros(x.shape[0], dtype=torch.float64)
@@ -479,8 +514,20 @@ class _Batch:
         return error.scatter(1, labels[:, None], 0.0)
 
 
+def _widest(chain: LayerChain) -> int:
+    """The widest row any stage of the chain holds (activations may double the width)."""
+    widest, width = chain.input_dim, chain.input_dim
+    for step in chain.steps:
+        if isinstance(step, AffineStep):
+            width = step.out_features
+        else:
+            width = step.activation.out_features(width)
+        widest = max(widest, width)
+    return widest
+
+
 def _head_matrix(chain: LayerChain) -> torch.Tensor:
-    return _dense_factors(chain.affine_steps[-1])[-1].matrix
+    return _factors(chain.affine_steps[-1])[-1][0].dense()
 
 
 class RoundingErrorBound:
@@ -498,6 +545,7 @@ class RoundingErrorBound:
         x = chain.check_input(x.reshape(x.shape[0], -1) if x.ndim > 2 else x)
         x = x.detach().to(device="cpu", dtype=torch.float64)
         self.norm = norm
+        batch_size = max(1, min(batch_size, _BATCH_ENTRIES // _widest(chain)))
         with torch.no_grad():
             self._batches = [
                 _Batch(chain, x[i : i + batch_size], norm)
