@@ -212,6 +212,15 @@ def test_batch_normalization_after_conv_is_folded_and_bounded() -> None:
     imported = import_onnx(_graph(nodes, init, (2, 5, 4)))
     first = imported.chain.steps[0]
     assert first.has_bias and "bn" in first.name
+    # folded into the kernel, with its rounding as an error kernel
+    assert type(first.operator).__name__ == "RoundedConv" and not first.exact
+    kernel = torch.from_numpy(init["k"]).double()
+    scale = torch.from_numpy(init["g"]).double() / torch.sqrt(torch.from_numpy(init["var"]).double() + 1e-5)
+    assert torch.allclose(first.operator.conv.kernel, kernel * scale[:, None, None, None], rtol=1e-15)
+    for norm in ("1", "2", "inf"):
+        dense = first.operator.dense(None)
+        exact = {"1": 1, "2": 2, "inf": float("inf")}[norm]
+        assert first.certified_norm(norm) >= float(torch.linalg.matrix_norm(dense, ord=exact))
     bound = trivial_bound(imported.chain, "2").value
     x = torch.randn(4, 40, dtype=torch.float64)
     for point in x:
@@ -319,3 +328,27 @@ def test_imported_max_pool_constants_are_attained(kernel, stride, coverage) -> N
     x[2 * 7 + 2] = 1.0  # pixel (2, 2), read by the most windows in each case
     jac = torch.autograd.functional.jacobian(lambda v: pool(v[None])[0], x)
     assert float(torch.linalg.matrix_norm(jac, ord=2)) == pytest.approx(coverage**0.5)
+
+
+def test_input_normalisation_before_conv_is_folded_into_the_kernel() -> None:
+    rng = _rng(4)
+    init = {
+        "mu": np.array([0.4914, 0.4822, 0.4465], dtype=np.float32).reshape(1, 3, 1, 1),
+        "sigma": np.array([0.247, 0.243, 0.261], dtype=np.float32).reshape(1, 3, 1, 1),
+        "k": rng.standard_normal((2, 3, 3, 3)).astype(np.float32),
+        "W": rng.standard_normal((2, 2 * 4 * 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Sub", ["x", "mu"], ["s"]),
+        helper.make_node("Div", ["s", "sigma"], ["n"]),
+        helper.make_node("Conv", ["n", "k"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["y"], transB=1),
+    ]
+    imported = import_onnx(_graph(nodes, init, (3, 4, 4)))
+    first = imported.chain.steps[0]
+    assert type(first.operator).__name__ == "RoundedConv"
+    bound = trivial_bound(imported.chain, "2").value
+    for point in torch.rand(4, 48, dtype=torch.float64):
+        assert _jacobian_norm(imported.chain, point) <= bound

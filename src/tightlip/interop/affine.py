@@ -13,6 +13,8 @@ Folding is exact or certified, never silently rounded:
 * a scaling ``diag(d)`` next to a matrix ``W`` is multiplied into it when every product
   ``W_ij d_j`` is exact in float64, which holds when their significands have at most 53
   significant bits together (two float32 numbers: 24 + 24) and the product is a normal number;
+* a scale constant per channel next to a convolution is folded into its kernel, exactly or
+  with a certified error kernel (:mod:`tightlip.interop.scaled_conv`);
 * otherwise the factors stay separate and the step's operator is their
   :class:`~tightlip.operators.Product`, whose dense matrix comes with a certified error bound
   (its verifiers then add it, or refuse, as for any merged layer);
@@ -31,41 +33,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from tightlip.convolution.operators import Conv2dOperator
 from tightlip.errors import ModelShapeError, UnsupportedLayerError
 from tightlip.interop.diagonal import Diagonal
+from tightlip.interop.exact import SMALLEST_NORMAL as _SMALLEST_NORMAL
+from tightlip.interop.exact import exact_product, significant_bits
+from tightlip.interop.scaled_conv import fold_channel_scale
 from tightlip.model import AffineStep
 from tightlip.norms import SMALLEST_SUBNORMAL, UNIT_ROUNDOFF
 from tightlip.operators import Dense, Identity, LinearOperator, Product
-
-#: float64 significand bits
-_SIGNIFICAND_BITS = 53
-#: the smallest normal float64
-_SMALLEST_NORMAL = 2.0**-1022
-
-
-def significant_bits(x: torch.Tensor) -> torch.Tensor:
-    """Per entry, the number of significant bits of a float64 number (0 for zero).
-
-    ``x = m · 2^e`` with ``1/2 ≤ |m| < 1`` (``frexp``), so ``M = |m| · 2^53`` is an integer;
-    its significant bits are 53 minus its trailing zero bits.
-    """
-    x = x.to(torch.float64)
-    mantissa, _ = torch.frexp(x)
-    integer = (mantissa.abs() * 2.0**_SIGNIFICAND_BITS).to(torch.int64)
-    lowest = integer & (-integer)
-    trailing = torch.where(integer == 0, 0, torch.log2(lowest.clamp_min(1).to(torch.float64)))
-    bits = _SIGNIFICAND_BITS - trailing.to(torch.int64)
-    return torch.where(x == 0, torch.zeros_like(bits), bits)
-
-
-def exact_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
-    """``a * b`` (broadcast) if every product is exact in float64, else ``None`` (module doc)."""
-    product = a * b
-    bits = significant_bits(a) + significant_bits(b)
-    zero = (a == 0) | (b == 0)
-    normal = product.abs() >= _SMALLEST_NORMAL
-    exact = zero | ((bits <= _SIGNIFICAND_BITS) & normal & torch.isfinite(product))
-    return product if bool(exact.all()) else None
 
 
 def reciprocal(c: torch.Tensor, name: str) -> Diagonal:
@@ -104,6 +80,10 @@ def _merge(first: LinearOperator, second: LinearOperator) -> LinearOperator | No
     if isinstance(second, Diagonal) and isinstance(first, Dense) and second.exact_dense:
         rows = exact_product(first.matrix, second.values[:, None])  # diag(d) W
         return None if rows is None else Dense(rows, name=f"{first.name}+{second.name}")
+    if isinstance(first, Conv2dOperator) and isinstance(second, Diagonal):
+        return fold_channel_scale(first, second, after=True)  # batch norm after a conv
+    if isinstance(first, Diagonal) and isinstance(second, Conv2dOperator):
+        return fold_channel_scale(second, first, after=False)  # input normalisation
     if isinstance(first, Diagonal) and isinstance(second, Dense) and first.exact_dense:
         columns = exact_product(second.matrix, first.values[None, :])  # W diag(d)
         return None if columns is None else Dense(columns, name=f"{first.name}+{second.name}")

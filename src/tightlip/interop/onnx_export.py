@@ -44,6 +44,7 @@ from tightlip.errors import UnsupportedLayerError
 from tightlip.interop.builder import IDENTITY_READOUT
 from tightlip.interop.diagonal import Diagonal
 from tightlip.interop.onnx_import import import_onnx
+from tightlip.interop.scaled_conv import RoundedConv
 from tightlip.layers import (
     Abs,
     Activation,
@@ -207,6 +208,13 @@ def _factors(operator: LinearOperator, name: str) -> list[LinearOperator]:
                 f"{name} holds a rounded scale ({factor.name}: a division or batch "
                 "normalisation folded in at import), whose exact value is not a float number, "
                 "so no ONNX file holds this network exactly; export the original network"
+            )
+        if isinstance(factor, RoundedConv):
+            raise UnsupportedLayerError(
+                f"{name} holds a convolution with a rounded per-channel scale folded in at "
+                f"import ({factor.name}: a batch or input normalisation), whose exact kernel is "
+                "not a float number, so no ONNX file holds this network exactly; export the "
+                "original network"
             )
         if isinstance(factor, Conv2dOperator) and factor.circular:
             raise UnsupportedLayerError(
