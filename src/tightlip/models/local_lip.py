@@ -37,6 +37,10 @@ room to spare), and every masked norm is a *certified upper bound*: exact ℓ1 /
 ℓ2 the largest eigenvalue of the masked Gram matrix plus explicit rounding terms (never power
 iteration, which under-estimates). Training uses a cheap masked power iteration instead.
 
+**Convolutions** (:mod:`tightlip.models.local_lip_conv`): every layer is read through an
+:class:`AffineLayer` view that computes its own images of points, boxes and masks, so the same
+propagation runs on conv nets (intervals through the convolution and its ``|K|``).
+
 **Training** (paper; the objective is in :mod:`tightlip.methods.local_lip`): GloRo loss with the per-input local bound for the ⊥ logit, ε ramped up
 linearly over the first half of training (published MNIST: 300 epochs, ramp 150, Adam lr 1e-3,
 ``ε_train = 1.75`` for evaluation at 1.58, θ initialised to 1), plus a *sparsity loss* that
@@ -473,11 +477,19 @@ def local_lipschitz(
 
 
 def local_certified_mask(
-    model: LocalLipNetwork, x: torch.Tensor, y: torch.Tensor, epsilon: float, norm: NormName = "2"
+    model: LocalLipNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    norm: NormName = "2",
+    bounds: LocalBounds | None = None,
 ) -> torch.Tensor:
-    """Which examples are certified at radius ε (module docstring: GloRo test ∨ interval test)."""
+    """Which examples are certified at radius ε (module docstring: GloRo test ∨ interval test).
+
+    ``bounds``: the certified :func:`local_bounds` of ``x`` at ε, if already computed."""
     model.eval()
-    bounds = local_bounds(model, x, epsilon, norm, certified=True)
+    if bounds is None:
+        bounds = local_bounds(model, x, epsilon, norm, certified=True)
     logits = bounds.logits
     correct = logits.argmax(dim=1) == y
     if epsilon <= 0:
@@ -524,8 +536,10 @@ def certify_local(
         parts, backbones = [], []
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            parts.append(local_certified_mask(model, xb, yb, float(eps), norm))
-            backbones.append(local_bounds(model, xb, float(eps), norm).backbone)
+            model.eval()
+            bounds = local_bounds(model, xb, float(eps), norm, certified=True)
+            parts.append(local_certified_mask(model, xb, yb, float(eps), norm, bounds))
+            backbones.append(bounds.backbone)
         key = f"{eps:g}"
         masks[key] = torch.cat(parts)
         accuracy[key] = float(masks[key].float().mean())
