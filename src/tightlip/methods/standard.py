@@ -20,6 +20,7 @@ from tightlip.methods.registry import METHODS, CertifiedBound, Method, Options
 from tightlip.methods.tightlip import trivial_certificate
 from tightlip.model import ModelSpec
 from tightlip.models.standard import BaselineMLP
+from tightlip.models.standard_conv import BaselineConvNet
 from tightlip.norms import NormName
 from tightlip.train.config import TrainConfig
 from tightlip.train.objectives import BoundedObjective, EstimatedBound, Objective
@@ -53,8 +54,10 @@ def _standard_method(
     def build(
         spec: ModelSpec, config: TrainConfig, options: Options
     ) -> tuple[nn.Module, dict[str, Any]]:
-        spec.require_mlp(variant)
         torch.manual_seed(config.seed)
+        if spec.convolutional:
+            conv = BaselineConvNet(variant, spec)
+            return conv, conv.description()
         model = BaselineMLP(variant, spec.input_dim, spec.widths, spec.num_classes)
         return model, model.description()
 
@@ -81,8 +84,8 @@ METHODS.register(
         "plain",
         best_certificate,
         {"lr": 1e-3, "loss": "ce", "penalty": "none"},
-        "ReLU MLP, cross-entropy",
-        "none (standard CE training).",
+        "ReLU MLP or conv net, cross-entropy",
+        "none (standard CE training); conv nets: nn.Conv2d with biases, ReLU.",
     ),
 )
 METHODS.register(
@@ -93,7 +96,9 @@ METHODS.register(
         {"lr": 1e-3, **_OFFSET},
         "spectral normalisation (Miyato et al. 2018), ReLU",
         "offset CE (the loss shared with the other 1-Lipschitz baselines) instead of plain CE, "
-        "so that it is trained for margins; ReLU activations.",
+        "so that it is trained for margins; ReLU activations; conv layers normalised by the "
+        "norm of the reshaped c_out × (c_in k k) kernel as in the paper (not the operator "
+        "norm); certified by the sound trivial bound, never by the power-iteration 1.",
     ),
 )
 METHODS.register(
@@ -104,6 +109,9 @@ METHODS.register(
         {"lr": 1e-3, **_OFFSET},
         "orthogonal weights + MaxMin (Anil et al. 2019)",
         "torch's orthogonal parametrisation (Cayley map) instead of Björck "
-        "orthonormalisation; offset CE instead of the multi-class hinge loss.",
+        "orthonormalisation for dense layers; conv layers are orthogonium's "
+        "AdaptiveOrthoConv2d (AOC, Boissin et al. 2025; BCOP x RKO when strided) with the "
+        "arch's zero padding (orthogonal away from the border only); offset CE instead of the "
+        "multi-class hinge loss; certified by the sound trivial bound of the actual weights.",
     ),
 )

@@ -7,7 +7,8 @@ local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`); its
            is the kind ``local-lip-conv`` (:mod:`.local_lip_conv`)
 plain      ReLU MLP (:mod:`.standard`)
 specnorm   spectrally normalised ReLU MLP (:mod:`.standard`)
-orthogonal orthogonal weights + MaxMin (:mod:`.standard`)
+orthogonal orthogonal weights + MaxMin (:mod:`.standard`); the conv forms of these three are
+           ``plain-conv``, ``specnorm-conv``, ``orthogonal-conv`` (:mod:`.standard_conv`)
 gloro      MinMax net with biases, GloRo (:mod:`.gloro`)
 normalized any of them behind a fixed per-channel input normalisation (:mod:`.normalized`)
 ========== ======================================================================
@@ -23,6 +24,7 @@ from tightlip.models import (  # noqa: F401  (registration)
     normalized,
     sandwich,
     standard,
+    standard_conv,
 )
 from tightlip.models.local_lip import LocalLipMLP
 from tightlip.models.registry import MODEL_KINDS, build_from_description

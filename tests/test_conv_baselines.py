@@ -1,0 +1,87 @@
+"""The baselines on convolutional architectures: plain, specnorm, orthogonal (orthogonium) and
+Sandwich (LBDN) conv nets of a tightlip ``arch`` string, trained, certified and reloaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tightlip.bounds import lower_bound
+from tightlip.methods import METHODS, fit
+from tightlip.model import ModelSpec, to_chain
+from tightlip.settings import merge_settings
+from tightlip.train.checkpoint import load_checkpoint
+
+ARCH = "c4k3,c4k4s2,f16"
+METHOD_NAMES = ("plain", "specnorm", "orthogonal")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(n, 64, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
+def _spec(arch: str = ARCH) -> ModelSpec:
+    return ModelSpec(input_dim=64, num_classes=3, arch=arch, input_shape=(1, 8, 8))
+
+
+def _jacobian_norms(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
+    jac = torch.func.vmap(torch.func.jacrev(lambda t: model(t[None])[0]))(points)
+    return torch.linalg.matrix_norm(jac.detach().double(), ord=2)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_conv_baseline_builds_the_arch_and_reads_flat_or_image_inputs(name: str) -> None:
+    config = merge_settings(name, explicit={"epochs": 1}).train
+    model, description = METHODS.get(name).build(_spec(), config, {})
+    assert description["arguments"]["arch"] == ARCH
+    model.eval()
+    x = torch.rand(5, 64)
+    out = model(x)
+    assert out.shape == (5, 3)
+    assert torch.allclose(out, model(x.reshape(5, 1, 8, 8)), atol=1e-6)
+    chain = to_chain(model)
+    assert chain.input_dim == 64 and chain.output_dim == 3
+    assert torch.allclose(chain.forward(x.double()).float(), out, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_conv_baseline_trains_reloads_and_its_bound_is_sound(name: str, tmp_path: Path) -> None:
+    x, y = _data()
+    config = merge_settings(name, explicit={"epochs": 1, "batch_size": 32}).train
+    result = fit(name, _spec(), config, x, y, out_dir=tmp_path, progress=False)
+    model = result.model.eval()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    reloaded = load_checkpoint(tmp_path).model.eval()
+    assert torch.allclose(reloaded(x[:5]), model(x[:5]), atol=1e-6)
+    certificate = METHODS.get(name).certified_bound(model, "2")
+    assert certificate.sound
+    generator = torch.Generator().manual_seed(1)
+    points = torch.cat([x[:8], torch.rand(8, 64, generator=generator) * 2 - 0.5])
+    assert certificate.value >= float(_jacobian_norms(model, points).max())
+    lower = lower_bound(model, "2", "gradient").value
+    assert lower <= certificate.value
+    trivial = METHODS.get("tightlip").certified_bound(model, "2").value
+    assert trivial >= float(_jacobian_norms(model, points).max())
+
+
+def test_orthogonal_conv_net_is_nearly_one_lipschitz_and_fixed_in_eval() -> None:
+    config = merge_settings("orthogonal", explicit={"epochs": 1}).train
+    model, _ = METHODS.get("orthogonal").build(_spec(), config, {})
+    model.eval()
+    x = torch.rand(4, 64)
+    first = model(x)
+    assert torch.equal(first, model(x))  # orthogonium's power iteration does not move it
+    value = METHODS.get("orthogonal").certified_bound(model, "2").value
+    assert 0.99 <= value <= 1.01
