@@ -12,11 +12,12 @@ import torch
 from tightlip.bounds import lower_bound
 from tightlip.methods import METHODS, fit
 from tightlip.model import ModelSpec, to_chain
+from tightlip.models.sandwich_conv import SandwichConvNet, complex_cayley, space_to_depth
 from tightlip.settings import merge_settings
 from tightlip.train.checkpoint import load_checkpoint
 
 ARCH = "c4k3,c4k4s2,f16"
-METHOD_NAMES = ("plain", "specnorm", "orthogonal")
+METHOD_NAMES = ("plain", "specnorm", "orthogonal", "sandwich")
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +86,38 @@ def test_orthogonal_conv_net_is_nearly_one_lipschitz_and_fixed_in_eval() -> None
     assert torch.equal(first, model(x))  # orthogonium's power iteration does not move it
     value = METHODS.get("orthogonal").certified_bound(model, "2").value
     assert 0.99 <= value <= 1.01
+
+
+def test_complex_cayley_has_orthonormal_rows() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 8, dtype=torch.complex128, generator=generator)
+    q = complex_cayley(x)
+    assert torch.allclose(q @ q.mH, torch.eye(3, dtype=q.dtype).expand(6, 3, 3), atol=1e-12)
+
+
+def test_space_to_depth_is_lbdn_rearrangement() -> None:
+    x = torch.arange(2 * 4 * 4, dtype=torch.float64).reshape(1, 2, 4, 4)
+    y = space_to_depth(x)
+    assert y.shape == (1, 8, 2, 2)
+    c, k1, k2, i, j = 1, 1, 0, 1, 0
+    assert y[0, 4 * c + 2 * k1 + k2, i, j] == x[0, c, 2 * i + k1, 2 * j + k2]
+
+
+@pytest.mark.parametrize("arch", [ARCH, "c4k3s2,c6k3,f8,f8"])
+def test_sandwich_conv_is_gamma_lipschitz_and_its_chain_is_the_model(arch: str) -> None:
+    torch.manual_seed(0)
+    gamma = 2.0
+    model = SandwichConvNet(_spec(arch), gamma=gamma).double().eval()
+    certified = model.certified_lipschitz()
+    assert gamma <= certified <= gamma * (1 + 1e-8)
+    generator = torch.Generator().manual_seed(2)
+    a = torch.rand(500, 64, dtype=torch.float64, generator=generator)
+    b = a + 0.05 * torch.randn(a.shape, dtype=torch.float64, generator=generator)
+    with torch.no_grad():
+        ratios = (model(a) - model(b)).norm(dim=1) / (a - b).norm(dim=1)
+    assert float(ratios.max()) <= gamma
+    assert float(_jacobian_norms(model, a[:20]).max()) <= certified
+    chain = to_chain(model)
+    assert torch.allclose(chain.forward(a), model(a), atol=1e-12)
+    for step in chain.affine_steps:  # the operators' certified norms against the dense matrix
+        assert step.certified_norm("2") >= float(torch.linalg.matrix_norm(step.weight, ord=2))

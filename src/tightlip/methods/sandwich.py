@@ -17,26 +17,29 @@ from tightlip.methods.registry import METHODS, Method, Options, by_construction
 from tightlip.methods.tightlip import trivial_certificate
 from tightlip.model import ModelSpec
 from tightlip.models.sandwich import SANDWICH_GAMMA, SandwichMLP
+from tightlip.models.sandwich_conv import SandwichConvNet
 from tightlip.norms import NormName
 from tightlip.train.config import TrainConfig
 from tightlip.train.objectives import BoundedObjective, Objective
 
 
 def build(spec: ModelSpec, config: TrainConfig, options: Options) -> tuple[nn.Module, dict[str, Any]]:
-    spec.require_mlp("sandwich")
     torch.manual_seed(config.seed)
     gamma = float(options.get("gamma", SANDWICH_GAMMA))
+    if spec.convolutional:
+        conv = SandwichConvNet(spec, gamma=gamma)
+        return conv, conv.description()
     model = SandwichMLP(spec.input_dim, spec.widths, spec.num_classes, gamma=gamma)
     return model, model.description()
 
 
 def _gamma(model: nn.Module) -> float:
-    assert isinstance(model, SandwichMLP)
+    assert isinstance(model, SandwichMLP | SandwichConvNet)
     return model.gamma
 
 
 def _last_layer(model: nn.Module) -> tuple[torch.Tensor, float]:
-    assert isinstance(model, SandwichMLP)
+    assert isinstance(model, SandwichMLP | SandwichConvNet)
     return model.last_layer()
 
 
@@ -46,8 +49,8 @@ def objective(model: nn.Module, config: TrainConfig, options: Options) -> Object
 
 def certified_bound(model: nn.Module, norm: NormName) -> Certificate:
     """ℓ2: γ by construction (sound float64 version, ≈ γ·(1 + 1e-9)); other norms: trivial."""
-    if not isinstance(model, SandwichMLP):
-        raise TypeError("the sandwich certificate needs a SandwichMLP")
+    if not isinstance(model, SandwichMLP | SandwichConvNet):
+        raise TypeError("the sandwich certificate needs a SandwichMLP or SandwichConvNet")
     model.eval()
     if norm == "2":
         return by_construction(model.certified_lipschitz(), "sandwich", norm)
@@ -72,7 +75,11 @@ METHODS.register(
         description="Sandwich layers (Wang & Manchester 2023), Lip ≤ γ by construction",
         input_normalization=False,
         deviations=(
-            "MLP of matched widths instead of LBDN's conv nets; lr schedule cosine (TrainConfig "
+            "conv archs: LBDN's Fourier-domain Sandwich convolutions with circular padding "
+            "(the arch's zero padding is not used; map sizes must agree), the k×k kernel "
+            "parameterises a full-map circular convolution, stride 2 as space-to-depth + a "
+            "⌊k/2⌋ kernel on 4·c_in channels (as LBDN), no pooling; dense-only archs: an MLP "
+            "of matched widths; lr schedule cosine (TrainConfig "
             "has cosine/constant only) instead of the piecewise-linear 0→lr→lr/20→0; offset "
             "written as √2·γ·ε so it equals the published √2·1.5 at γ = 1 and keeps its meaning "
             "for other γ."

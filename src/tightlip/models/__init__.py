@@ -2,7 +2,8 @@
 
 ========== ======================================================================
 mlp        bias-free Linear + polyactivations (:mod:`tightlip.model`)
-sandwich   Sandwich layers, Lip ≤ γ by construction (:mod:`.sandwich`)
+sandwich   Sandwich layers, Lip ≤ γ by construction (:mod:`.sandwich`); LBDN's conv nets
+           of Fourier-domain Sandwich convolutions are ``sandwich-conv`` (:mod:`.sandwich_conv`)
 local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`); its conv form
            is the kind ``local-lip-conv`` (:mod:`.local_lip_conv`)
 plain      ReLU MLP (:mod:`.standard`)
@@ -23,6 +24,7 @@ from tightlip.models import (  # noqa: F401  (registration)
     mlp,
     normalized,
     sandwich,
+    sandwich_conv,
     standard,
     standard_conv,
 )
