@@ -121,3 +121,41 @@ def test_sandwich_conv_is_gamma_lipschitz_and_its_chain_is_the_model(arch: str) 
     assert torch.allclose(chain.forward(a), model(a), atol=1e-12)
     for step in chain.affine_steps:  # the operators' certified norms against the dense matrix
         assert step.certified_norm("2") >= float(torch.linalg.matrix_norm(step.weight, ord=2))
+
+
+def test_sandwich_chain_applies_full_map_kernels_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tightlip.models import sandwich_conv
+
+    torch.manual_seed(0)
+    model = SandwichConvNet(_spec()).double().eval()
+    x = torch.rand(9, 64, dtype=torch.float64)
+    whole = to_chain(model).forward(x)
+    monkeypatch.setattr(sandwich_conv, "CHUNK_ENTRIES", 1)  # one image per chunk
+    chain = to_chain(model)
+    assert torch.allclose(chain.forward(x), whole, atol=1e-13)
+    for step in chain.affine_steps:
+        g = torch.rand(9, step.out_features, dtype=torch.float64)
+        h = torch.rand(9, step.in_features, dtype=torch.float64)
+        assert torch.allclose(
+            (g * step.operator.apply(h)).sum(), (h * step.operator.apply_transpose(g)).sum()
+        )
+
+
+@pytest.mark.parametrize("name", ["sandwich", "orthogonal"])
+def test_evaluate_certifies_conv_baselines_in_float32(name: str, tmp_path: Path) -> None:
+    from tightlip.data import MnistData
+    from tightlip.eval.config import EvalConfig
+    from tightlip.eval.experiment import evaluate
+
+    x, y = _data(96)
+    config = merge_settings(name, explicit={"epochs": 1, "batch_size": 32}).train
+    model = fit(name, _spec(), config, x[:64], y[:64], out_dir=tmp_path, progress=False).model
+    data = MnistData(x[:64], y[:64], x[64:], y[64:])
+    evaluation = EvalConfig(
+        radii=(0.05, 0.1), pgd_steps=5, attack_limit=32, lower_starts=2, lower_seconds=1
+    )
+    metrics = evaluate(model, "2", data, evaluation, method=name)
+    assert metrics["lipschitz_lower"] <= metrics["lipschitz_upper"]
+    for kind, values in metrics["float32_certified_accuracy"].items():
+        for key, value in values.items():
+            assert value <= metrics["certified_accuracy"][kind][key]

@@ -95,6 +95,57 @@ def space_to_depth(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, 4 * c, h // 2, w // 2)
 
 
+#: im2col entries per chunk when a chain's full-map kernels are applied (2^26: 512 MiB float64)
+CHUNK_ENTRIES = 2**26
+
+
+class FullMapConvOperator(Conv2dOperator):
+    """A :class:`Conv2dOperator` whose kernel covers the whole map, applied to a batch in
+    chunks: torch's direct convolution unfolds ``c_in k_h k_w × pixels`` entries per image
+    (157 MB for a 32-channel 28 × 28 kernel on 28 × 28 maps), so a batch at once would not fit.
+    Same arithmetic per image, so the operator's norms and rounding bounds are unchanged."""
+
+    def _chunk(self) -> int:
+        k = self.kernel
+        per_image = (
+            k.shape[1] * k.shape[2] * k.shape[3] * self.output_shape[1] * self.output_shape[2]
+        )
+        return max(1, CHUNK_ENTRIES // per_image)
+
+    def abs_operator(self) -> FullMapConvOperator:
+        return FullMapConvOperator(
+            self.kernel.abs(),
+            self._input_shape,
+            stride=self.stride,
+            dilation=self.dilation,
+            padding=self.padding,
+            circular=self.circular,
+            name=f"|{self.name}|",
+        )
+
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        rows = h.reshape(-1, self.in_features)
+        chunk = self._chunk()
+        if rows.shape[0] <= chunk:
+            return super().apply(h)
+        parts = [
+            super(FullMapConvOperator, self).apply(rows[i : i + chunk])
+            for i in range(0, rows.shape[0], chunk)
+        ]
+        return torch.cat(parts).reshape(*h.shape[:-1], self.out_features)
+
+    def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
+        rows = g.reshape(-1, self.out_features)
+        chunk = self._chunk()
+        if rows.shape[0] <= chunk:
+            return super().apply_transpose(g)
+        parts = [
+            super(FullMapConvOperator, self).apply_transpose(rows[i : i + chunk])
+            for i in range(0, rows.shape[0], chunk)
+        ]
+        return torch.cat(parts).reshape(*g.shape[:-1], self.in_features)
+
+
 class SandwichConv(nn.Module):
     """One Sandwich convolution ``c_in → c_out`` on ``(c_in, H, W)`` maps (module docstring)."""
 
@@ -225,12 +276,14 @@ class SandwichConv(nn.Module):
         k = kernel[:, :, rows][:, :, :, cols]
         padding = ((before_h, h - 1 - before_h), (before_w, w - 1 - before_w))
         if not strided:
-            return Conv2dOperator(k, (k.shape[1], h, w), padding=padding, circular=True, name=name)
+            return FullMapConvOperator(
+                k, (k.shape[1], h, w), padding=padding, circular=True, name=name
+            )
         c_out, c4 = k.shape[:2]
         k = k.reshape(c_out, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
         k = k.reshape(c_out, c4 // 4, 2 * h, 2 * w)
         padding = tuple((2 * p[0], 2 * p[1]) for p in padding)  # type: ignore[assignment]
-        return Conv2dOperator(
+        return FullMapConvOperator(
             k, self.input_shape(), stride=(2, 2), padding=padding, circular=True, name=name
         )
 
