@@ -22,6 +22,13 @@ from tightlip.model import to_chain
 
 runner = CliRunner()
 
+
+@pytest.fixture(autouse=True)
+def _own_random_state():  # type: ignore[no-untyped-def]
+    """Each test seeds torch for itself and leaves the global generator as it found it."""
+    with torch.random.fork_rng():
+        yield
+
 torch.set_num_threads(1)
 
 
