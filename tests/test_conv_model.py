@@ -332,7 +332,7 @@ def test_4c3f_dense_verifiers_refuse_and_the_trivial_bound_holds() -> None:
     assert 0 < float(ratio.max()) <= upper
 
 
-def test_arch_is_a_model_setting_and_mlp_methods_refuse_it() -> None:
+def test_arch_is_a_model_setting_and_every_method_builds_it() -> None:
     from tightlip.methods import METHODS
     from tightlip.settings import merge_settings
     from tightlip.train.config import TrainConfig
@@ -342,6 +342,21 @@ def test_arch_is_a_model_setting_and_mlp_methods_refuse_it() -> None:
     assert settings.origin["arch"] == "explicit"
     model, description = METHODS.get("tightlip").build(settings.spec, TrainConfig(), {})
     assert ModelSpec.from_dict(description["arguments"]) == settings.spec
-    for method in ("sandwich", "plain"):
-        with pytest.raises(MethodNotApplicableError, match="builds MLPs only"):
-            METHODS.get(method).build(settings.spec, TrainConfig(), {})
+    x = torch.rand(2, 784)
+    for name, method in METHODS.items():  # every baseline has a conv form (issue 12)
+        model, _ = method.build(settings.spec, TrainConfig(), dict(method.defaults))
+        model.eval()
+        assert model(x).shape == (2, 10), name
+
+
+def test_lower_bound_through_a_wide_identity_step_before_max_pooling() -> None:
+    """ReLU then max pooling on a 16×32×32 map: the identity between them (16 384 wide, over
+    the dense limit) answers |I| itself, so the matrix-free search runs and stays ≤ trivial."""
+    from tightlip.bounds import lower_bound, upper_bound
+    from tightlip.bounds.lower import gradient  # noqa: F401  (registers "gradient")
+
+    torch.manual_seed(0)
+    spec = ModelSpec(input_dim=3072, arch="c16k3,max2,f10", activation="relu", bias=False)
+    model = build_model(spec).eval()
+    lower = lower_bound(model, "2", "gradient", time_limit=2)
+    assert 0 < lower.value <= upper_bound(model, "2", "trivial").value

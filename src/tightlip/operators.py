@@ -221,6 +221,9 @@ class Dense:
             row_norms=lambda q: torch.linalg.vector_norm(magnitude, ord=_ORDERS[q], dim=1),
         )
 
+    def describe(self) -> str:
+        return "linear"
+
     def __repr__(self) -> str:
         return f"Dense({self.out_features}×{self.in_features}, name={self.name!r})"
 
@@ -283,10 +286,17 @@ class Identity:
         check_dense_size(self.features, self.features, max_entries, self.name)
         return torch.zeros(self.features, self.features, dtype=torch.float64)
 
+    def abs_operator(self) -> Identity:
+        """``|I| = I``: the matrix-free lower-bound search evaluates ``|A| h`` through it."""
+        return self
+
     def float_rounding(self) -> FloatRounding:
         """Exact: ``apply`` returns its argument."""
         ones = torch.ones(self.features, dtype=torch.float64)
         return FloatRounding(0, 0, lambda h: h, lambda q: ones)
+
+    def describe(self) -> str:
+        return "identity"
 
     def __repr__(self) -> str:
         return f"Identity({self.features}, name={self.name!r})"
@@ -376,6 +386,18 @@ class Product:
                 )
             self._dense = (product, error)
         return self._dense
+
+    def describe(self) -> str | None:
+        """The factors' own descriptions in the order they act (``avg-pool 2 then conv …``),
+        or ``None`` when a factor has none (e.g. a folded normalisation)."""
+        parts = []
+        for factor in self.factors:
+            own = getattr(factor, "describe", None)
+            text = own() if callable(own) else None
+            if text is None:
+                return None
+            parts.append(text)
+        return " then ".join(parts)
 
     def __repr__(self) -> str:
         return f"Product({' · '.join(repr(f) for f in reversed(self.factors))})"
