@@ -241,6 +241,20 @@ class Conv2dOperator(_FeatureMapOperator):
                 matrix[a[:, None], b[None, :], h[:, None], w[None, :]] += self.kernel[:, :, u, v]
         return matrix.permute(4, 0, 1, 5, 2, 3).reshape(self.out_features, self.in_features)
 
+    def describe(self) -> str:
+        """``conv 1→32 k3 s1 p1 on 28×28`` (``d2``, ``circ`` when they apply)."""
+        c_out, c_in = self.kernel.shape[0], self.kernel.shape[1]
+        (top, bottom), (left, right) = self.padding
+        pads = {top, bottom, left, right}
+        pad = f"p{top}" if len(pads) == 1 else f"p({top},{bottom},{left},{right})"
+        text = (
+            f"conv {c_in}→{c_out} k{_pair_text(tuple(self.kernel.shape[2:]))} "
+            f"s{_pair_text(self.stride)} {pad}"
+        )
+        text += f" d{_pair_text(self.dilation)}" if self.dilation != (1, 1) else ""
+        text += " circ" if self.circular else ""
+        return f"{text} on {self._input_shape[1]}×{self._input_shape[2]}"
+
     def __repr__(self) -> str:
         return (
             f"Conv2dOperator({self._input_shape} → {self.output_shape}, stride={self.stride}, "
@@ -338,8 +352,23 @@ class AvgPool2dOperator(_FeatureMapOperator):
         bound = round_up(round_up(UNIT_ROUNDOFF / self.divisor) * round_up(1.0 + 2 * UNIT_ROUNDOFF))
         return (matrix != 0).to(torch.float64) * bound
 
+    def describe(self) -> str:
+        """``avg-pool 2`` (the stride when it is not the kernel, padding when there is some)."""
+        kernel = (self.window.axes[0].kernel, self.window.axes[1].kernel)
+        stride = self.window.stride
+        text = f"avg-pool {_pair_text(kernel)}"
+        text += f" s{_pair_text(stride)}" if stride != kernel else ""
+        (top, _), (left, _) = self.window.padding
+        text += f" p{_pair_text((top, left))}" if (top, left) != (0, 0) else ""
+        return text
+
     def __repr__(self) -> str:
         return f"AvgPool2dOperator({self._input_shape} → {self.output_shape}, D={self.divisor})"
+
+
+def _pair_text(pair: tuple[int, ...]) -> str:
+    """``3`` for ``(3, 3)``, ``3×4`` otherwise."""
+    return str(pair[0]) if len(set(pair)) == 1 else "×".join(str(v) for v in pair)
 
 
 def _periodic_index(axis: Axis, device: torch.device) -> torch.Tensor:

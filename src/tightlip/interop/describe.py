@@ -1,6 +1,8 @@
 """The architecture a chain holds, one line per layer, as ``tightlip bound`` prints it.
 
-Each affine step gives one line: its kind (a plain ``linear`` map, a ``folded`` one whose
+Each affine step gives one line: its kind (what its operator's ``describe()`` says, e.g.
+``conv 1→32 k3 s1 p1 on 28×28`` or ``avg-pool 2 then conv 32→64 k3 s1 p1 on 14×14``; else a
+plain ``linear`` map, a ``folded`` one whose
 normalisation or batch normalisation was multiplied in with a certified rounding error, or the
 ``identity`` read-out after a trailing activation), its shape ``in → out``, whether it has a
 bias, and the activation after it with its Lipschitz constant in the requested norm.
@@ -40,8 +42,14 @@ class LayerLine:
 
 
 def _kind(step: AffineStep) -> str:
+    """The operator's own ``describe()`` (``conv 1→32 k3 s1 p1 on 28×28``, ``avg-pool 2``,
+    ``linear``), else ``linear`` / ``folded`` by exactness."""
     if step.name == IDENTITY_READOUT:
         return "identity"
+    own = getattr(step.operator, "describe", None)
+    text = own() if callable(own) else None
+    if text is not None:
+        return text
     return "linear" if step.exact else "folded"
 
 
@@ -77,6 +85,9 @@ def describe(chain: LayerChain, norm: NormName | str) -> list[str]:
 
 
 def _activation_name(activation: object) -> str:
+    own = getattr(activation, "describe", None)
+    if callable(own):
+        return str(own())
     text = type(activation).__name__
     extra = activation.extra_repr() if hasattr(activation, "extra_repr") else ""
     return f"{text}({extra})" if extra else text

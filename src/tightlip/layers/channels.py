@@ -101,6 +101,10 @@ class ChannelGroupSort(Activation):
 
         return homogeneous_surrogate(unit, temperature)
 
+    def describe(self) -> str:
+        name = "MaxMin" if self.group_size == 2 else f"GroupSort({self.group_size})"
+        return f"{name} on channels"
+
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}, spatial={self.spatial}"
 

@@ -180,9 +180,23 @@ class MaxPool2dActivation(Activation):
 
         return smooth
 
+    def describe(self) -> str:
+        """``max-pool 2`` (the stride when it is not the kernel, padding and dilation if any)."""
+        a = self._window_args()
+        kernel, stride = a["kernel_size"], a["stride"]
+        text = f"max-pool {_pair_text(kernel)}"
+        text += f" s{_pair_text(stride)}" if stride != kernel else ""
+        text += f" p{_pair_text(a['padding'])}" if a["padding"] != (0, 0) else ""
+        text += f" d{_pair_text(a['dilation'])}" if a["dilation"] != (1, 1) else ""
+        return text
+
     def extra_repr(self) -> str:
         a = self._window_args()
         return f"input_shape={self.input_shape}, " + ", ".join(f"{k}={v}" for k, v in a.items())
+
+
+def _pair_text(pair: tuple[int, int]) -> str:
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}×{pair[1]}"
 
 
 def max_pool_activation(

@@ -1,7 +1,8 @@
 """Network families: tightlip's MLP and the baselines' models, each a registered model kind.
 
 ========== ======================================================================
-mlp        bias-free Linear + polyactivations (:mod:`tightlip.model`)
+mlp        bias-free Linear + polyactivations (:mod:`tightlip.model`, :mod:`.mlp`)
+spec       the same from a convolutional ``arch`` (conv, pooling, dense; :mod:`.mlp`)
 sandwich   Sandwich layers, Lip ≤ γ by construction (:mod:`.sandwich`); LBDN's conv nets
            of Fourier-domain Sandwich convolutions are ``sandwich-conv`` (:mod:`.sandwich_conv`)
 local-lip  clipped-ReLU MLP with local Lipschitz bounds (:mod:`.local_lip`); its conv form
