@@ -118,3 +118,10 @@ def train_blob_model(norm: str, activation: str, width: int):
     )
     model = fit("tightlip", spec, config, x, y, progress=False).model
     return model, x[:200], y[:200]
+
+
+def tiny_image_data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded random 8×8 images (flat, in [0, 1]) with labels in {0, 1, 2}: enough for
+    one training step of a tiny conv net (``c4k3,c4k4s2,f16`` on ``(1, 8, 8)``)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(n, 64, generator=generator), torch.randint(0, 3, (n,), generator=generator)

@@ -3,11 +3,11 @@ Sandwich (LBDN) conv nets of a tightlip ``arch`` string, trained, certified and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_image_data as _data
 
 from tightlip.bounds import lower_bound
 from tightlip.methods import METHODS, fit
@@ -20,17 +20,8 @@ ARCH = "c4k3,c4k4s2,f16"
 METHOD_NAMES = ("plain", "specnorm", "orthogonal", "sandwich")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
-def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(n, 64, generator=generator), torch.randint(0, 3, (n,), generator=generator)
 
 
 def _spec(arch: str = ARCH) -> ModelSpec:

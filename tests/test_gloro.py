@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_image_data as _data
 
 from tightlip.eval.certify import certify
 from tightlip.layers import ChannelGroupSort
@@ -19,17 +19,8 @@ from tightlip.train.checkpoint import load_checkpoint
 ARCH = "c4k3,c4k4s2,f16"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
-def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(n, 64, generator=generator), torch.randint(0, 3, (n,), generator=generator)
 
 
 def _spec() -> ModelSpec:
