@@ -189,8 +189,9 @@ class Conv2dOperator(_FeatureMapOperator):
 
     def abs_operator(self) -> Conv2dOperator:
         """``|A|`` (entrywise) as an operator: the same convolution with ``|K|``. Exact, since
-        every entry of ``A`` is a single kernel value (for forward-error bounds ``|A||h|``)."""
-        return Conv2dOperator(
+        every entry of ``A`` is a single kernel value (for forward-error bounds ``|A||h|``).
+        A subclass (e.g. one that applies the kernel in chunks) gets ``|A|`` of its own type."""
+        return type(self)(
             self.kernel.abs(),
             self._input_shape,
             stride=self.stride,

@@ -112,17 +112,6 @@ class FullMapConvOperator(Conv2dOperator):
         )
         return max(1, CHUNK_ENTRIES // per_image)
 
-    def abs_operator(self) -> FullMapConvOperator:
-        return FullMapConvOperator(
-            self.kernel.abs(),
-            self._input_shape,
-            stride=self.stride,
-            dilation=self.dilation,
-            padding=self.padding,
-            circular=self.circular,
-            name=f"|{self.name}|",
-        )
-
     def apply(self, h: torch.Tensor) -> torch.Tensor:
         rows = h.reshape(-1, self.in_features)
         chunk = self._chunk()

@@ -148,33 +148,21 @@ def _plain_copy(module: nn.Module) -> nn.Module:
 
 
 def _make_conv(variant: str, in_channels: int, layer: ConvLayer) -> nn.Conv2d:
-    mode = "circular" if layer.circular else "zeros"
+    geometry = {
+        "stride": layer.stride,
+        "padding": layer.pad,
+        "dilation": layer.dilation,
+        "padding_mode": "circular" if layer.circular else "zeros",
+    }
     if variant == "orthogonal":
         from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d
 
-        conv = AdaptiveOrthoConv2d(
-            in_channels,
-            layer.channels,
-            layer.kernel,
-            stride=layer.stride,
-            padding=layer.pad,
-            dilation=layer.dilation,
-            bias=True,
-            padding_mode=mode,
-        )
+        conv = AdaptiveOrthoConv2d(in_channels, layer.channels, layer.kernel, bias=True, **geometry)
         with torch.no_grad():
             assert conv.bias is not None
             conv.bias.zero_()
         return conv
-    conv = nn.Conv2d(
-        in_channels,
-        layer.channels,
-        layer.kernel,
-        stride=layer.stride,
-        padding=layer.pad,
-        dilation=layer.dilation,
-        padding_mode=mode,
-    )
+    conv = nn.Conv2d(in_channels, layer.channels, layer.kernel, **geometry)
     if variant == "specnorm":
         return parametrizations.spectral_norm(conv, n_power_iterations=1)
     return conv
