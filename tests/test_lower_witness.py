@@ -429,3 +429,31 @@ def test_default_time_limit() -> None:
         build_random_chain((3, 4, 2), "relu", seed=0), "2", "gradient", time_limit=None, **QUICK
     )
     assert "time_limited" not in unlimited.details
+
+
+def test_jacobian_witness_survives_tiny_jacobians_and_eigensolver_failures(monkeypatch) -> None:
+    """A saturated Sigmoid's Jacobian (entries ~1e-160, Gram ~1e-320) still gets a good ``v``;
+    and when LAPACK's batched ``eigh`` reports non-convergence (seen once in CI at an
+    ONNX Sigmoid net), each matrix is solved alone, by SVD where ``eigh`` fails too."""
+    from tightlip.bounds.lower.jacobians import matrix_norm_witness
+
+    generator = torch.Generator().manual_seed(0)
+    jac = torch.randn(8, 3, 6, generator=generator, dtype=torch.float64)
+    exact = torch.linalg.matrix_norm(jac, ord=2)
+    tiny_values, tiny_v = matrix_norm_witness(jac * 1e-150, "2")
+    assert torch.all(tiny_values <= exact * 1e-150 * (1 + 1e-12))
+    assert torch.all(tiny_values >= exact * 1e-150 * (1 - 1e-9))
+
+    real_eigh = torch.linalg.eigh
+
+    def failing_eigh(matrix):  # type: ignore[no-untyped-def]
+        if matrix.ndim == 3 or matrix[0, 0] > 0:  # the batch, and every Gram matrix alone
+            raise torch.linalg.LinAlgError("linalg.eigh: failed to converge (simulated)")
+        return real_eigh(matrix)
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing_eigh)
+    for wide in (jac, jac.transpose(1, 2)):
+        values, v = matrix_norm_witness(wide, "2")
+        assert torch.allclose(torch.linalg.vector_norm(v, dim=-1), torch.ones(8, dtype=torch.float64))
+        assert torch.all(values <= exact * (1 + 1e-12))
+        assert torch.all(values >= exact * (1 - 1e-9))

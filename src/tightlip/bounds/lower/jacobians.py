@@ -69,15 +69,7 @@ def matrix_norm_witness(jac: torch.Tensor, norm: NormName) -> tuple[torch.Tensor
     """
     batch, _, n = jac.shape
     if norm == "2":
-        # top eigenvector of the smaller Gram matrix (much faster than a batched SVD of a
-        # wide matrix; v only has to be good, the value is re-evaluated as ‖J v‖ below)
-        if jac.shape[1] <= n:
-            _, vectors = torch.linalg.eigh(jac @ jac.transpose(1, 2))
-            v = torch.einsum("bmn,bm->bn", jac, vectors[:, :, -1])
-        else:
-            _, vectors = torch.linalg.eigh(jac.transpose(1, 2) @ jac)
-            v = vectors[:, :, -1]
-        v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-300)
+        v = top_right_singular_vector(jac)
     elif norm == "1":
         column = jac.abs().sum(dim=1).argmax(dim=-1)
         v = torch.zeros(batch, n, dtype=jac.dtype)
@@ -87,6 +79,42 @@ def matrix_norm_witness(jac: torch.Tensor, norm: NormName) -> tuple[torch.Tensor
         v = unit_sign(jac[torch.arange(batch), row, :])
     values = vector_norm(torch.einsum("bmn,bn->bm", jac, v), norm)
     return values, v
+
+
+def top_right_singular_vector(jac: torch.Tensor) -> torch.Tensor:
+    """A unit ``v_b`` near the top right singular vector of each ``J_b`` in a batch ``(B, m, n)``.
+
+    The top eigenvector of the smaller Gram matrix (much faster than a batched SVD of a wide
+    matrix). Each ``J_b`` is first divided by its largest entry, so a saturated activation's
+    tiny Jacobian (entries near 1e-300, whose Gram underflows into subnormals) does not make
+    LAPACK's eigensolver fail; if it fails anyway the batch is solved one matrix at a time, by
+    SVD where ``eigh`` fails. ``v`` only has to be good: the caller re-evaluates ``‖J v‖``.
+    """
+    scale = jac.abs().amax(dim=(1, 2), keepdim=True)
+    scaled = jac / torch.where(scale > 0, scale, torch.ones_like(scale))
+    wide = scaled.shape[1] <= scaled.shape[2]
+    gram = scaled @ scaled.transpose(1, 2) if wide else scaled.transpose(1, 2) @ scaled
+    top = _top_eigenvectors(gram)
+    v = torch.einsum("bmn,bm->bn", scaled, top) if wide else top
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-300)
+
+
+def _top_eigenvectors(gram: torch.Tensor) -> torch.Tensor:
+    """The top eigenvector of each symmetric ``(B, k, k)`` matrix (batched ``eigh``, with
+    a per-matrix fallback to ``eigh`` then SVD when LAPACK reports non-convergence)."""
+    try:
+        return torch.linalg.eigh(gram)[1][:, :, -1]
+    except torch.linalg.LinAlgError:
+        return torch.stack([_top_eigenvector(g) for g in gram])
+
+
+def _top_eigenvector(gram: torch.Tensor) -> torch.Tensor:
+    if not bool(torch.isfinite(gram).all()):  # no direction to find; e_1 is still a unit witness
+        return torch.nn.functional.one_hot(torch.tensor(0), gram.shape[0]).to(gram.dtype)
+    try:
+        return torch.linalg.eigh(gram)[1][:, -1]
+    except torch.linalg.LinAlgError:
+        return torch.linalg.svd(gram)[0][:, 0]
 
 
 def unit_sign(g: torch.Tensor) -> torch.Tensor:
