@@ -70,3 +70,30 @@ def test_matrix_free_search_agrees_with_the_dense_one(norm: str, monkeypatch) ->
     assert certificate.value >= 0.9 * dense_value
     assert certificate.value <= t.upper_bound(model, norm, "trivial").value
     assert check_lower(model, certificate) >= certificate.value
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_merged_sandwich_steps_are_searched_factor_by_factor(norm: str, monkeypatch) -> None:
+    """A Sandwich layer's output map and the next layer's input map merge into one step (a
+    product of two exact full-map convolutions); read matrix-free, it is evaluated factor by
+    factor with each factor's own rounding bound, so its forward-error bound encloses the dense
+    evaluation, and the certified lower bound stays below the certified γ."""
+    from tightlip.models.sandwich_conv import SandwichConvNet
+
+    torch.manual_seed(0)
+    spec = t.ModelSpec(input_dim=64, num_classes=3, arch="c4k3,c4k3,f8", input_shape=(1, 8, 8))
+    model = SandwichConvNet(spec, gamma=2.0).double().eval()
+    chain = to_chain(model)
+    merged = [s for s in chain.affine_steps if len(network.linear_factors(s)) > 1]
+    assert merged, [s.name for s in chain.affine_steps]
+    x = torch.randn(3, 64, dtype=torch.float64)
+    dense = ErrorBoundedNetwork(chain)(x)
+    monkeypatch.setattr(network, "SEARCH_DENSE_ENTRIES", 0)
+    assert all(network.is_matrix_free(s) for s in merged)
+    assert network.inner_length(merged[0]) > merged[0].in_features
+    free = ErrorBoundedNetwork(chain)(x)
+    gap = (free.output - dense.output).abs()
+    assert bool((gap <= free.output_error + dense.output_error).all())
+    certificate = lower_bound(model, norm, "gradient", time_limit=2, seed=0)
+    assert 0 < certificate.value <= t.upper_bound(model, norm, "trivial").value
+    assert check_lower(model, certificate) >= certificate.value

@@ -211,6 +211,10 @@ class Dense:
         check_dense_size(self.out_features, self.in_features, max_entries, self.name)
         return torch.zeros_like(self.matrix)
 
+    def abs_operator(self) -> Dense:
+        """``|W|`` (entrywise), for forward-error bounds of a product it is a factor of."""
+        return Dense(self.matrix.abs(), input_shape=self._input_shape, name=f"|{self.name}|")
+
     def float_rounding(self) -> FloatRounding:
         """A matrix product: ``n`` products per row, plus the weights' rounding."""
         magnitude = self.matrix.abs()
@@ -386,6 +390,14 @@ class Product:
                 )
             self._dense = (product, error)
         return self._dense
+
+    def abs_operator(self) -> Product:
+        """``|A_k| ⋯ |A_1|``, entrywise ``≥ |A_k ⋯ A_1|``: the magnitude operator of the
+        factor-by-factor evaluation (what its forward-error bounds need, Higham §3.5)."""
+        return Product(
+            [f.abs_operator() for f in self.factors],  # type: ignore[attr-defined]
+            name=f"|{self.name}|",
+        )
 
     def describe(self) -> str | None:
         """The factors' own descriptions in the order they act (``avg-pool 2 then conv …``),

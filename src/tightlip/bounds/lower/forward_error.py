@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp
 
-from tightlip.bounds.lower.network import is_matrix_free
+from tightlip.bounds.lower.network import is_matrix_free, linear_factors
 from tightlip.layers import Activation
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import UNIT_ROUNDOFF, gamma
@@ -117,18 +117,21 @@ class _OperatorAffine:
     def __call__(
         self, h: torch.Tensor, e: torch.Tensor, u: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(ẑ, bound on |ẑ − z|, A u)``, as :meth:`_Affine.__call__` with ``E = 0``."""
-        operator, bias = self.step.operator, self.step.bias
-        n = operator.in_features
-        z = operator.apply(h)
-        if bias is not None:
-            z = z + bias
-        g = gamma(n + 2)
-        bound = operator.abs_operator().apply(g * h.abs() + e)  # type: ignore[attr-defined]
-        if bias is not None:
-            bound = bound + g * bias.abs()
-        bound = bound * (1.0 + 2.0 * gamma(n + 4)) + (n + 4) * SMALLEST_NORMAL
-        return z, bound, None if u is None else operator.apply(u)
+        """``(ẑ, bound on |ẑ − z|, A u)``, as :meth:`_Affine.__call__` with ``E = 0``, factor by
+        factor for a merged step (each factor an exact step of its own, the bias on the last)."""
+        factors = linear_factors(self.step)
+        z, bound = h, e
+        for k, factor in enumerate(factors):
+            bias = self.step.bias if k == len(factors) - 1 else None
+            n = factor.in_features
+            g = gamma(n + 2)
+            bound = factor.abs_operator().apply(g * z.abs() + bound)  # type: ignore[attr-defined]
+            z = factor.apply(z)
+            if bias is not None:
+                z = z + bias
+                bound = bound + g * bias.abs()
+            bound = bound * (1.0 + 2.0 * gamma(n + 4)) + (n + 4) * SMALLEST_NORMAL
+        return z, bound, None if u is None else self.step.operator.apply(u)
 
 
 def _affine(step: AffineStep) -> _Affine | _OperatorAffine:

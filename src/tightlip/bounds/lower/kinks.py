@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from tightlip.bounds.lower.forward_error import BoundedEvaluation
-from tightlip.bounds.lower.network import is_matrix_free
+from tightlip.bounds.lower.network import inner_length, is_matrix_free
 from tightlip.layers.pieces import Pieces
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import (
@@ -162,7 +162,7 @@ def _row_dual_norms(step: AffineStep, q: NormName) -> torch.Tensor:
     if is_matrix_free(step):
         ones = torch.ones(1, n, dtype=torch.float64)
         sums = step.operator.abs_operator().apply(ones).reshape(-1)  # type: ignore[attr-defined]
-        return sums * (1.0 + gamma(n + 2))
+        return sums * (1.0 + gamma(inner_length(step) + 2))
     rows = step.weight.abs() + (0.0 if step.exact else step.weight_error())
     return vector_norm(rows, q) * (1.0 + gamma(rows.shape[1] + 2))
 

@@ -24,7 +24,7 @@ import torch
 from tightlip.errors import MethodNotApplicableError
 from tightlip.layers import Activation
 from tightlip.model import AffineStep, LayerChain
-from tightlip.operators import Dense
+from tightlip.operators import Dense, LinearOperator
 
 RowFunction = Callable[[torch.Tensor], torch.Tensor]
 #: a relative temperature: one for all rows, or one per row (shape ``(B, 1)``)
@@ -38,20 +38,34 @@ def is_matrix_free(step: AffineStep) -> bool:
     """Whether the lower-bound search reads ``step`` through its operator (module docstring).
 
     Explicit matrices (every MLP layer) are always read densely, so their results do not
-    change. A matrix-free step must be exact (not a rounded merge of layers: its rounding
-    error is bounded through ``abs_operator``, ``|A|`` as an operator).
+    change. A matrix-free step is evaluated factor by factor (:func:`linear_factors`: a merge
+    of consecutive linear layers, such as a Sandwich layer's output map followed by the next
+    layer's input map, keeps its factors), and every factor must be exact, with its rounding
+    error bounded through ``abs_operator`` (``|A|`` as an operator).
     """
     operator = step.operator
     if isinstance(operator, Dense):
         return False
     if step.in_features * step.out_features <= SEARCH_DENSE_ENTRIES:
         return False
-    if not step.exact or not callable(getattr(operator, "abs_operator", None)):
+    factors = linear_factors(step)
+    if not all(f.exact_dense and callable(getattr(f, "abs_operator", None)) for f in factors):
         raise MethodNotApplicableError(
             f"{step.name}: a {step.out_features}×{step.in_features} operator without an exact "
             "|A| (abs_operator) is too large for the lower-bound search to read densely"
         )
     return True
+
+
+def linear_factors(step: AffineStep) -> tuple[LinearOperator, ...]:
+    """The operators a step applies, first to last: a product's factors, else the operator."""
+    return tuple(getattr(step.operator, "factors", (step.operator,)))
+
+
+def inner_length(step: AffineStep) -> int:
+    """The rounded operations along one output of a matrix-free step: the sum of its factors'
+    input widths (each ``≥`` the length of every inner product that factor forms)."""
+    return sum(factor.in_features for factor in linear_factors(step))
 
 
 @dataclass(frozen=True, eq=False)

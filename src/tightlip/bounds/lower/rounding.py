@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from tightlip.bounds.lower.network import is_matrix_free
+from tightlip.bounds.lower.network import inner_length, is_matrix_free
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import NormName, certified_nonnegative_norm, gamma, product_rounded_up
 
@@ -34,7 +34,7 @@ RELATIVE_SLACK = 2.0**-30
 def rounding_margin(chain: LayerChain, norm: NormName) -> float:
     """``2 γ_N ∏‖|W_i|‖_p ∏ Lip_p(σ_j)`` (+ merged-layer error): the forward error of ``‖Ĵ v‖``
     for ``‖v‖_p = 1`` (module docstring)."""
-    length = sum(step.in_features for step in chain.affine_steps) + 4 * chain.depth
+    length = sum(_length(step) for step in chain.affine_steps) + 4 * chain.depth
     product = product_rounded_up(
         [abs_norm(step, norm) for step in chain.affine_steps]
         + [step.activation.lipschitz(norm) for step in chain.activation_steps]
@@ -42,6 +42,11 @@ def rounding_margin(chain: LayerChain, norm: NormName) -> float:
     return math.nextafter(
         2.0 * gamma(length) * product + chain.jacobian_error_bound(norm), math.inf
     )
+
+
+def _length(step: AffineStep) -> int:
+    """The rounded operations along one output of ``step`` as the search evaluates it."""
+    return inner_length(step) if is_matrix_free(step) else step.in_features
 
 
 def abs_norm(step: AffineStep, norm: NormName) -> float:
