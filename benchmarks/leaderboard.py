@@ -12,6 +12,7 @@ attacked is checked against PGD; a certified-and-broken point aborts the run
     python benchmarks/leaderboard.py                       # default short run (see --help)
     python benchmarks/leaderboard.py --epochs 20           # longer
     python benchmarks/leaderboard.py --quick               # smoke run on a subset
+    python benchmarks/leaderboard.py --merge a.json b.json # one table from separate runs
 
 Budget: one epoch over the 60k MNIST images takes about 3 to 60 s per method on one thread
 of the shared 2-core machine (orthogonal is the slowest, see the table); the default run
@@ -37,7 +38,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from provenance import git_commit
@@ -111,6 +112,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--update",
         action="store_true",
         help="replace only the rows of --methods in an existing leaderboard.json (same settings)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="write one table to --out from the rows of separate runs (the same arch, epochs, "
+        "data and evaluation; each row keeps its own command and commit); trains nothing",
     )
     tl = parser.add_argument_group("tightlip row (the lead tunes these)")
     tl.add_argument(
@@ -313,8 +323,70 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
     path.write_text("\n".join(lines))
 
 
+#: header fields that must agree for rows of separate runs to share one table
+SHARED_SETTINGS = (
+    "arch", "widths", "epochs", "evaluated_on", "n_train", "n_test", "n_attacked",
+    "pgd_steps", "pgd_restarts", "radii", "threads",
+)
+
+
+def merge_runs(paths: list[Path], out: Path) -> Path:
+    """One leaderboard from the JSON files of separate runs (e.g. one method per process).
+
+    Refuses (one ``error:`` line, exit code 2) runs whose :data:`SHARED_SETTINGS` differ and a
+    method that appears twice; the header's command lists every run's own command, commit
+    and date. Returns the path of the JSON written (the Markdown goes beside it).
+    """
+    docs = []
+    for path in paths:
+        try:
+            docs.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            _refuse(f"cannot read leaderboard {path}: {error}")
+    first = docs[0]["header"]
+    for path, doc in zip(paths[1:], docs[1:], strict=True):
+        for key in SHARED_SETTINGS:
+            if doc["header"].get(key) != first.get(key):
+                _refuse(
+                    f"{path} has {key}={doc['header'].get(key)!r} but {paths[0]} has "
+                    f"{first.get(key)!r}: rows of different settings do not share a table"
+                )
+    rows: dict[str, dict[str, Any]] = {}
+    for path, doc in zip(paths, docs, strict=True):
+        for row in doc["rows"]:
+            if row["method"] in rows:
+                _refuse(f"method {row['method']!r} appears twice ({path})")
+            rows[row["method"]] = row
+    order = [m for m in CONV_METHODS if m in rows] + [m for m in rows if m not in CONV_METHODS]
+    header = dict(first)
+    header["command"] = "; ".join(
+        f"{d['header']['command']}  # at {d['header']['commit']}, {d['header']['date']}"
+        for d in docs
+    )
+    header["commit"] = ", ".join(dict.fromkeys(d["header"]["commit"] for d in docs))
+    header["date"] = max(d["header"]["date"] for d in docs)
+    stem = "leaderboard" + ("_conv" if first.get("arch") else "")
+    stem += "_validation" if first.get("evaluated_on") == "validation" else ""
+    out.mkdir(parents=True, exist_ok=True)
+    merged = [rows[m] for m in order]
+    target = out / f"{stem}.json"
+    target.write_text(
+        json.dumps({"header": header, "deviations": deviations(), "rows": merged}, indent=2)
+    )
+    write_markdown(out / f"{stem}.md", merged, header)
+    return target
+
+
+def _refuse(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        print(f"wrote {merge_runs(args.merge, args.out)} and its .md")
+        return
     commit = git_commit()  # the code that runs: read before training, not after
     torch.set_num_threads(args.threads)
     widths = tuple(int(w) for w in args.widths.split(","))
