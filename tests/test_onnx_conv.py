@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 import tightlip as tl
 from tightlip.bounds.trivial import trivial_bound
 from tightlip.cli import app
+from tightlip.convolution.operators import ungrouped_kernel
 from tightlip.errors import UnsupportedLayerError
 from tightlip.interop.onnx_export import export_onnx
 from tightlip.interop.onnx_import import import_onnx
@@ -45,13 +47,12 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def _conv_net(conv_attrs=None, pool="AveragePool", pool_attrs=None, group=1):
+def _conv_net(conv_attrs=None, pool="AveragePool", pool_attrs=None, group=1, c_in=2, c_out=4):
     rng = _rng()
-    c_in = 2
-    kernel = rng.standard_normal((4, c_in // group, 3, 3)).astype(np.float32)
+    kernel = rng.standard_normal((c_out, c_in // group, 3, 3)).astype(np.float32)
     init = {
         "k": kernel,
-        "b": rng.standard_normal(4).astype(np.float32),
+        "b": rng.standard_normal(c_out).astype(np.float32),
         "shape": np.array([0, -1], dtype=np.int64),
     }
     nodes = [
@@ -80,9 +81,34 @@ def test_conv_and_average_pool_match_onnxruntime(conv_attrs):
     assert "difference" in imported.notes[-1]
 
 
-def test_group_conv_is_refused():
-    model = _conv_net(group=2, pool_attrs={"kernel_shape": [2, 2]})
-    with pytest.raises(UnsupportedLayerError, match="'conv_2' \\(Conv\\) with group 2 is not supported \\(only group 1\\)"):
+@pytest.mark.parametrize(("group", "c_in", "c_out"), [(2, 2, 4), (4, 4, 4), (2, 4, 6)])
+def test_grouped_and_depthwise_convs_match_onnxruntime_and_their_dense_matrix(group, c_in, c_out):
+    """A grouped Conv is read as the group-1 convolution of its block-diagonal kernel: the
+    import matches onnxruntime (checked inside import_onnx at 1e-6) and every norm is sound."""
+    model = _conv_net({"pads": [1, 1, 1, 1]}, pool_attrs={"kernel_shape": [2, 2]}, group=group, c_in=c_in, c_out=c_out)
+    imported = import_onnx(model)
+    assert "difference" in imported.notes[-1]
+    step = imported.chain.affine_steps[0]
+    dense = step.operator.dense()
+    for norm, order in (("1", 1), ("2", 2), ("inf", float("inf"))):
+        assert step.certified_norm(norm) >= float(torch.linalg.matrix_norm(dense, ord=order))
+
+
+def test_ungrouped_kernel_is_torch_s_grouped_convolution():
+    generator = torch.Generator().manual_seed(0)
+    kernel = torch.randn(6, 2, 3, 3, generator=generator, dtype=torch.float64)
+    x = torch.randn(5, 6, 7, 7, generator=generator, dtype=torch.float64)
+    full = ungrouped_kernel(kernel, 3)
+    assert full.shape == (6, 6, 3, 3) and int((full != 0).sum()) == kernel.numel()
+    grouped = F.conv2d(x, kernel, padding=1, groups=3)
+    assert torch.allclose(F.conv2d(x, full, padding=1), grouped, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="do not split into 4 groups"):
+        ungrouped_kernel(kernel, 4)
+
+
+def test_conv_with_output_channels_not_a_multiple_of_group_is_refused():
+    model = _conv_net(pool_attrs={"kernel_shape": [2, 2]}, group=2, c_in=2, c_out=3)
+    with pytest.raises(UnsupportedLayerError, match="'conv_2' \\(Conv\\) has 3 output channels, not a multiple of group 2"):
         import_onnx(model)
 
 
@@ -264,8 +290,8 @@ def test_cli_bounds_a_tiny_conv_onnx(tmp_path) -> None:
 @pytest.mark.parametrize("case", ["group", "reflect"])
 def test_cli_refuses_unsupported_conv_settings_in_one_line(tmp_path, case) -> None:
     if case == "group":
-        model = _conv_net(group=2, pool_attrs={"kernel_shape": [2, 2]})
-        words = ("with group 2 is not supported",)
+        model = _conv_net(pool_attrs={"kernel_shape": [2, 2]}, group=2, c_in=2, c_out=3)
+        words = ("'conv_2' (Conv)", "not a multiple of group 2")
     else:
         init = {
             "k": np.ones((1, 2, 3, 3), dtype=np.float32),
@@ -359,3 +385,20 @@ def test_input_normalisation_before_conv_is_folded_into_the_kernel() -> None:
     bound = trivial_bound(imported.chain, "2").value
     for point in torch.rand(4, 48, dtype=torch.float64):
         assert _jacobian_norm(imported.chain, point) <= bound
+
+
+def test_cli_bounds_a_torch_depthwise_separable_net(tmp_path) -> None:
+    """MobileNet's block (depthwise 3×3, then pointwise 1×1) exported by torch: bound reads it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 3, 3, padding=1, groups=3), nn.ReLU(), nn.Conv2d(3, 4, 1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 6 * 6, 2),
+    ).eval()
+    _export_torch(net, tmp_path / "dw.onnx", (3, 6, 6))
+    result = runner.invoke(
+        app, ["bound", str(tmp_path / "dw.onnx"), "--method", "trivial", "--lower-seconds", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    chain = import_onnx(onnx.load(str(tmp_path / "dw.onnx"))).chain
+    x = torch.rand(2, 108, dtype=torch.float64)
+    assert torch.allclose(chain.forward(x).float(), net(x.float().reshape(2, 3, 6, 6)), atol=1e-5)

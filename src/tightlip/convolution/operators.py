@@ -367,6 +367,29 @@ class AvgPool2dOperator(_FeatureMapOperator):
         return f"AvgPool2dOperator({self._input_shape} → {self.output_shape}, D={self.divisor})"
 
 
+def ungrouped_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
+    """The group-1 kernel ``(c_out, c_in, k_h, k_w)`` of a grouped convolution, exactly.
+
+    A convolution with ``groups = g`` (kernel ``(c_out, c_in/g, k_h, k_w)``) sends input
+    channels ``[j c_in/g, (j+1) c_in/g)`` to output channels ``[j c_out/g, (j+1) c_out/g)``
+    only (PyTorch ``conv2d``, ONNX ``Conv``): its matrix is the group-1 convolution whose kernel
+    is that block diagonal, zeros elsewhere. Every entry is copied, so the result is exact, and
+    every norm, rounding model and verifier of :class:`Conv2dOperator` applies unchanged (the
+    rounding model counts the zero taps as products too: ``γ_{c_in k_h k_w + 1}`` covers the
+    grouped evaluation's ``γ_{c_in k_h k_w / g + 1}``).
+    """
+    c_out, per_group = int(kernel.shape[0]), int(kernel.shape[1])
+    if groups < 1 or c_out % groups:
+        raise ValueError(f"{c_out} output channels do not split into {groups} groups")
+    full = kernel.new_zeros((c_out, per_group * groups, *kernel.shape[2:]))
+    rows = c_out // groups
+    for j in range(groups):
+        full[j * rows : (j + 1) * rows, j * per_group : (j + 1) * per_group] = kernel[
+            j * rows : (j + 1) * rows
+        ]
+    return full
+
+
 def _pair_text(pair: tuple[int, ...]) -> str:
     """``3`` for ``(3, 3)``, ``3×4`` otherwise."""
     return str(pair[0]) if len(set(pair)) == 1 else "×".join(str(v) for v in pair)

@@ -19,10 +19,11 @@ order (:mod:`tightlip.interop.expressions` tracks what each tensor is). Supporte
 
 Convolutional networks (feature maps ``(C, H, W)``, held as flat rows in C order):
 
-* ``Conv`` (group 1, 2-D kernel; ``pads``, ``strides``, ``dilations``, ``auto_pad`` VALID /
+* ``Conv`` (2-D kernel; ``pads``, ``strides``, ``dilations``, ``auto_pad`` VALID /
   SAME_UPPER / SAME_LOWER, bias) is a :class:`~tightlip.convolution.operators.Conv2dOperator`
-  factor of the pending affine map; any other ``group`` is refused naming the node (a grouped
-  convolution is a block-sparse group-1 one, but tightlip does not lower it);
+  factor of the pending affine map; a grouped (e.g. depthwise) ``Conv`` is read as the
+  group-1 convolution of its block-diagonal kernel
+  (:func:`~tightlip.convolution.operators.ungrouped_kernel`, exact);
 * ``Pad`` (constant mode, value 0, spatial axes only) is folded into the ``Conv`` that reads it
   (its pads are added to the convolution's); any other mode or value, or a Pad that no Conv
   reads, is refused;
@@ -56,7 +57,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator
+from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator, ungrouped_kernel
 from tightlip.errors import CheckpointError, ModelShapeError, UnsupportedLayerError
 from tightlip.interop.affine import batchnorm_scale, reciprocal
 from tightlip.interop.builder import ChainBuilder
@@ -670,8 +671,6 @@ class _GraphReader:
 
     def _node_Conv(self, inputs: list[str], attrs: dict[str, Any]) -> Value:
         group = int(attrs.get("group", 1))
-        if group != 1:
-            raise self.refuse(f"with group {group} is not supported (only group 1)")
         before = ((0, 0), (0, 0))
         source = self.values.get(inputs[0])
         if isinstance(source, Padded):  # Pad folded into this convolution
@@ -682,10 +681,16 @@ class _GraphReader:
         else:
             lin = self._maps(inputs[0])
         kernel = self.constant(inputs[1], "kernel")
-        if kernel.ndim != 4 or kernel.shape[1] != lin.shape[0]:
+        if group < 1 or kernel.ndim != 4 or kernel.shape[1] * group != lin.shape[0]:
             raise self.refuse(
-                f"has a kernel of shape {kernel.shape} for {lin.shape[0]}-channel 2-D maps"
+                f"has a kernel of shape {kernel.shape} and group {group} for "
+                f"{lin.shape[0]}-channel 2-D maps"
             )
+        if kernel.shape[0] % group:
+            raise self.refuse(f"has {kernel.shape[0]} output channels, not a multiple of group {group}")
+        weights = torch.from_numpy(np.ascontiguousarray(kernel))
+        if group > 1:  # a grouped convolution is the group-1 one of a block-diagonal kernel
+            weights = ungrouped_kernel(weights, group)
         size = (int(kernel.shape[2]), int(kernel.shape[3]))
         stride, dilation, own = self._window(attrs, size, lin.shape)
         padding = tuple(  # type: ignore[assignment]
@@ -696,7 +701,7 @@ class _GraphReader:
         name = self._weight_name(inputs[1])
         try:
             operator = Conv2dOperator(
-                torch.from_numpy(np.ascontiguousarray(kernel)),
+                weights,
                 lin.shape,  # type: ignore[arg-type]
                 stride=stride,
                 dilation=dilation,
