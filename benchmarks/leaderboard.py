@@ -114,6 +114,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="replace only the rows of --methods in an existing leaderboard.json (same settings)",
     )
     parser.add_argument(
+        "--save-models",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep each trained model as a checkpoint in DIR/METHOD (for tightlip bound or "
+        "certify later)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -228,6 +236,7 @@ def run_method(
         data.train_x,
         data.train_y,
         options=settings.options,
+        out_dir=None if args.save_models is None else args.save_models / name,
         progress=False,
     )
     model = result.model
