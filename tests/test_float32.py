@@ -21,12 +21,14 @@ from conftest import build_random_chain, train_blob_model
 from torch import nn
 
 import tightlip as t
+from tightlip.errors import MethodNotApplicableError
 from tightlip.eval.attacks import margin_loss
 from tightlip.eval.certify import certified_radii, certify, float32_certificates
 from tightlip.eval.float32 import (
     FLOAT32,
     FLOAT64,
     RoundingErrorBound,
+    activation_rounding,
     float32_logits,
 )
 from tightlip.eval.report import results_rows
@@ -382,3 +384,21 @@ def test_gamma_matches_its_definition() -> None:
             assert precision.gamma(n) >= nu / (1 - nu)
             assert precision.gamma(n) <= nu / (1 - nu) * (1 + 1e-15)
     assert FLOAT32.gamma(2**23) == math.inf
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("abs", 2.0**-126), ("relu", 2.0**-126), ("maxmin", 2.0**-126), ("crelu", 2.0**-126),
+     ("sincos", 4 * 2.0**-23 + 2.0**-24), ("tanh", 4 * 2.0**-23 + 2.0**-24)],
+)
+def test_each_activation_states_its_own_rounding_model(name: str, expected: float) -> None:
+    """Activations answer for themselves (layers.rounding); the certificate asks no class."""
+    activation = make_activation(name)
+    centre = torch.randn(3, 4, dtype=torch.float64)
+    error = activation_rounding(activation, centre, "inf").local_error(FLOAT32, torch.zeros(3))
+    assert torch.equal(error, torch.full((3,), expected, dtype=torch.float64))
+
+
+def test_an_activation_without_a_rounding_model_is_refused_by_name() -> None:
+    with pytest.raises(MethodNotApplicableError, match="LeakyReLU .*rounding_model"):
+        activation_rounding(make_activation("leaky_relu"), torch.zeros(1, 2), "2")

@@ -121,27 +121,13 @@ sum, so its relative rounding error is below ``2⁻³¹`` between two inflations
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
 from tightlip.errors import MethodNotApplicableError
-from tightlip.layers import (
-    Abs,
-    Activation,
-    ClippedReLU,
-    CReLU,
-    GroupSort,
-    MaxMin,
-    ReLU,
-    SinCos,
-    SinPair,
-    Tanh,
-)
-from tightlip.layers.channels import ChannelGroupSort
-from tightlip.layers.pooling import MaxPool2dActivation
+from tightlip.layers import Activation
+from tightlip.layers.rounding import RoundingModel, ones_norm, rounded_up_bound
 from tightlip.model import AffineStep, LayerChain
 from tightlip.norms import NormName, dual_norm, round_up, vector_norm
 from tightlip.operators import FloatRounding, LinearOperator
@@ -149,8 +135,6 @@ from tightlip.operators import FloatRounding, LinearOperator
 #: the widest layer the bound arithmetic is argued for (module docstring)
 MAX_WIDTH = 2**20
 
-_INFLATION = 1.0 + 2.0**-30
-_ABSOLUTE_SLACK = 2.0**-1000
 #: a batch of centres holds at most this many entries per stage (128 MiB in float64): a few
 #: hundred images for a conv net, the whole default batch for an MLP
 _BATCH_ENTRIES = 2**24
@@ -198,16 +182,6 @@ def float32_logits(chain: LayerChain, x: torch.Tensor, batch_size: int = 2048) -
     return torch.cat(parts).to(torch.float64) if parts else torch.empty(0, chain.output_dim)
 
 
-def _up(t: torch.Tensor) -> torch.Tensor:
-    """Inflate a float64 upper bound against its own rounding (NaN, from ``0 · inf``, → inf)."""
-    return torch.nan_to_num(t * _INFLATION + _ABSOLUTE_SLACK, nan=math.inf, posinf=math.inf)
-
-
-def _root(m: int, norm: NormName) -> float:
-    """``m^{1/p} ≥ ‖1_m‖_p`` (rounded up)."""
-    return {"1": float(m), "2": round_up(math.sqrt(m)), "inf": 1.0}[norm]
-
-
 def _co_root(n: int, norm: NormName) -> float:
     """``n^{1−1/p}``, so that ``‖v‖₁ ≤ n^{1−1/p} ‖v‖_p`` for ``v ∈ R^n`` (Hölder)."""
     return {"1": 1.0, "2": round_up(math.sqrt(n)), "inf": float(n)}[norm]
@@ -223,110 +197,18 @@ def _guard(error: torch.Tensor, size: torch.Tensor, precision: Precision) -> tor
 # --------------------------------------------------------------------------------------------
 
 
-class RoundingModel(Protocol):
-    """The rounding error of one stage, at the centres it was built for."""
-
-    def local_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` bounds on ``‖fl(σ(v)) − σ(v)‖_p`` for every computed input ``v`` within
-        ``radius`` (in ℓp) of the centre."""
-        ...
-
-
-@dataclass(frozen=True)
-class PerEntryRounding:
-    """Each of ``outputs`` entries is off by at most ``error(precision)``."""
-
-    outputs: int
-    norm: NormName
-    error: Callable[[Precision], float]
-
-    def local_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
-        value = round_up(self.error(precision) * _root(self.outputs, self.norm))
-        return torch.full_like(radius, value)
-
-
-@dataclass(frozen=True)
-class SinPairRounding:
-    """``(z ± fl(sin z))/2``: ``½(A + u(|ẑ_i| + 1 + A)) + μ`` per entry (module docstring)."""
-
-    centre_norm: torch.Tensor  # (B,) ‖c‖_p of the pre-activations
-    outputs: int
-    norm: NormName
-
-    def local_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
-        a, u, mu = precision.bounded_function_error, precision.unit_roundoff, precision.underflow
-        constant = (0.5 * (a + u * (1.0 + a)) + mu) * _root(self.outputs, self.norm)
-        slope = 0.5 * u * _root(2, self.norm)  # ‖(|v|, |v|)‖_p = 2^{1/p} ‖v‖_p
-        return _up(constant + slope * (self.centre_norm + radius))
-
-
-@dataclass(frozen=True)
-class ThresholdRounding:
-    """``min(relu z, fl(θ))``: off by at most ``uθ_i + 2μ`` per entry."""
-
-    threshold_norm: float  # ‖θ‖_p
-    outputs: int
-    norm: NormName
-
-    def local_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
-        value = precision.unit_roundoff * self.threshold_norm
-        value += 2.0 * precision.underflow * _root(self.outputs, self.norm)
-        return torch.full_like(radius, value * _INFLATION)
-
-
-def _exact(activation: Activation, centre: torch.Tensor, norm: NormName) -> RoundingModel:
-    outputs = activation.out_features(centre.shape[1])
-    return PerEntryRounding(outputs, norm, lambda precision: precision.underflow)
-
-
-def _bounded(activation: Activation, centre: torch.Tensor, norm: NormName) -> RoundingModel:
-    outputs = activation.out_features(centre.shape[1])
-    return PerEntryRounding(outputs, norm, lambda precision: precision.bounded_function_error)
-
-
-def _sinpair(activation: Activation, centre: torch.Tensor, norm: NormName) -> RoundingModel:
-    outputs = activation.out_features(centre.shape[1])
-    return SinPairRounding(_up(vector_norm(centre, norm)), outputs, norm)
-
-
-def _clipped(activation: Activation, centre: torch.Tensor, norm: NormName) -> RoundingModel:
-    theta = activation.positive_threshold(torch.float64).detach().cpu()  # type: ignore[operator]
-    theta = theta.expand(centre.shape[1])
-    norm_theta = float(_up(vector_norm(theta, norm)))
-    return ThresholdRounding(norm_theta, activation.out_features(centre.shape[1]), norm)
-
-
-#: the float32 rounding model of each built-in activation (module docstring); an activation
-#: that is not listed may describe itself with ``rounding_model(centre, norm)``
-_ROUNDING: dict[type, Callable[[Activation, torch.Tensor, NormName], RoundingModel]] = {
-    Abs: _exact,
-    ReLU: _exact,
-    ChannelGroupSort: _exact,
-    MaxPool2dActivation: _exact,
-    CReLU: _exact,
-    GroupSort: _exact,
-    MaxMin: _exact,
-    ClippedReLU: _clipped,
-    SinCos: _bounded,
-    Tanh: _bounded,
-    SinPair: _sinpair,
-}
-
-
 def activation_rounding(
     activation: Activation, centre: torch.Tensor, norm: NormName
 ) -> RoundingModel:
-    """The rounding model of ``activation`` on pre-activations around ``centre`` ``(B, d)``."""
+    """The rounding model of ``activation`` on pre-activations around ``centre`` ``(B, d)``:
+    the activation's own ``rounding_model`` (:mod:`tightlip.layers.rounding`)."""
     own = getattr(activation, "rounding_model", None)
-    if callable(own):
-        return own(centre, norm)
-    build = _ROUNDING.get(type(activation))
-    if build is None:
+    if not callable(own):
         raise MethodNotApplicableError(
             f"no float32 rounding model is known for the activation {type(activation).__name__} "
             "(give it a rounding_model(centre, norm) method)"
         )
-    return build(activation, centre, norm)
+    return own(centre, norm)
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,12 +224,12 @@ class _InputStage:
     def __init__(self, x: torch.Tensor, norm: NormName) -> None:
         self.norm = norm
         self.features = x.shape[1]
-        self.size = _up(vector_norm(x, norm))
+        self.size = rounded_up_bound(vector_norm(x, norm))
         self.largest = x.abs().amax(dim=1)
 
     def local_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
-        tiny = precision.underflow * _root(self.features, self.norm)
-        error = _up(precision.unit_roundoff * (self.size + radius) + tiny)
+        tiny = precision.underflow * ones_norm(self.features, self.norm)
+        error = rounded_up_bound(precision.unit_roundoff * (self.size + radius) + tiny)
         return _guard(error, self.largest + radius, precision)
 
 
@@ -374,15 +256,15 @@ class _LinearStage:
         self.outputs = size.shape[1]
         if bias is not None:
             size = size + bias.abs()
-        self.size = _up(size) if entrywise else None
-        self.size_norm = _up(vector_norm(size, norm))
-        self.size_max = _up(size.amax(dim=1))
-        self.centre_l1 = _up(centre.abs().sum(dim=1))
-        self.row_dual = _up(rounding.row_norms(dual_norm(norm)))  # ‖M_i‖_q, (m,)
-        self.row_l1 = _up(rounding.row_norms("1"))  # ‖M_i‖₁, (m,)
-        self.row_dual_norm = float(_up(vector_norm(self.row_dual, norm)))
+        self.size = rounded_up_bound(size) if entrywise else None
+        self.size_norm = rounded_up_bound(vector_norm(size, norm))
+        self.size_max = rounded_up_bound(size.amax(dim=1))
+        self.centre_l1 = rounded_up_bound(centre.abs().sum(dim=1))
+        self.row_dual = rounded_up_bound(rounding.row_norms(dual_norm(norm)))  # ‖M_i‖_q, (m,)
+        self.row_l1 = rounded_up_bound(rounding.row_norms("1"))  # ‖M_i‖₁, (m,)
+        self.row_dual_norm = float(rounded_up_bound(vector_norm(self.row_dual, norm)))
         self.row_dual_max = float(self.row_dual.max())
-        self.row_l1_norm = float(_up(vector_norm(self.row_l1, norm)))
+        self.row_l1_norm = float(rounded_up_bound(vector_norm(self.row_l1, norm)))
 
     def _gamma(self, precision: Precision) -> float:
         return precision.gamma(self.terms + (1 if self.has_bias else 0))
@@ -395,12 +277,12 @@ class _LinearStage:
         if self.exact:
             return torch.zeros_like(radius)
         gamma, mu = self._gamma(precision), precision.underflow
-        rows = _root(self.outputs, self.norm)
+        rows = ones_norm(self.outputs, self.norm)
         constant = gamma * self.size_norm + mu * (
             2.0 * self.row_l1_norm + (4.0 * self.centre_l1 + self._count()) * rows
         )
         slope = gamma * self.row_dual_norm + 4.0 * mu * _co_root(self.inputs, self.norm) * rows
-        error = _up(constant + slope * radius)
+        error = rounded_up_bound(constant + slope * radius)
         return _guard(error, self.size_max + self.row_dual_max * radius, precision)
 
     def entrywise_error(self, precision: Precision, radius: torch.Tensor) -> torch.Tensor:
@@ -411,7 +293,7 @@ class _LinearStage:
         spread = self.size + self.row_dual[None, :] * radius[:, None]
         reach = self.centre_l1 + _co_root(self.inputs, self.norm) * radius
         under = mu * (2.0 * self.row_l1[None, :] + 4.0 * reach[:, None] + self._count())
-        error = _up(gamma * spread + under)
+        error = rounded_up_bound(gamma * spread + under)
         if self.exact:
             error = torch.zeros_like(error)
         return _guard(error, (self.size_max + self.row_dual_max * radius)[:, None], precision)
@@ -482,7 +364,7 @@ class _Batch:
         self.centre_errors = [zero] + [s.local_error(FLOAT64, zero) for s in self.hidden[1:]]
         w = _head_matrix(chain)
         rows = w[:, None, :] - w[None, :, :]  # (C, C, n): w_y − w_j
-        self.pair_dual = _up(vector_norm(rows, dual_norm(norm)))  # ‖w_y − w_j‖_q
+        self.pair_dual = rounded_up_bound(vector_norm(rows, dual_norm(norm)))  # ‖w_y − w_j‖_q
 
     def propagate(
         self, precision: Precision, radius: float
@@ -493,16 +375,16 @@ class _Batch:
         rho_c = torch.zeros_like(rho)
         lipschitz = 1.0
         for stage, centre_error in zip(self.hidden, self.centre_errors, strict=True):
-            reach = _up(rho + rho_c + round_up(lipschitz * radius))
-            rho = _up(stage.lipschitz * rho + stage.local_error(precision, reach))
-            rho_c = _up(stage.lipschitz * rho_c + centre_error)
+            reach = rounded_up_bound(rho + rho_c + round_up(lipschitz * radius))
+            rho = rounded_up_bound(stage.lipschitz * rho + stage.local_error(precision, reach))
+            rho_c = rounded_up_bound(stage.lipschitz * rho_c + centre_error)
             lipschitz = round_up(lipschitz * stage.lipschitz)
-        return rho, _up(rho + rho_c + round_up(lipschitz * radius))
+        return rho, rounded_up_bound(rho + rho_c + round_up(lipschitz * radius))
 
     def logit_error(self, precision: Precision, radius: float) -> torch.Tensor:
         rho, reach = self.propagate(precision, radius)
         delta = self.head.entrywise_error(precision, reach)
-        return _up(self.head.row_dual[None, :] * rho[:, None] + delta)
+        return rounded_up_bound(self.head.row_dual[None, :] * rho[:, None] + delta)
 
     def pair_error(
         self, labels: torch.Tensor, precision: Precision, radius: float
@@ -510,7 +392,7 @@ class _Batch:
         rho, reach = self.propagate(precision, radius)
         delta = self.head.entrywise_error(precision, reach)
         own = delta.gather(1, labels[:, None])
-        error = _up(self.pair_dual[labels] * rho[:, None] + own + delta)
+        error = rounded_up_bound(self.pair_dual[labels] * rho[:, None] + own + delta)
         return error.scatter(1, labels[:, None], 0.0)
 
 
@@ -572,7 +454,7 @@ class RoundingErrorBound:
         Lipschitz term by for float32 inference to be certified within ``radius``:
         ``E_yj(ε)`` in float32 plus ``Eᶜ_yj``, the float64 error at the centre."""
         float32 = self.pair_error(labels, radius, FLOAT32)
-        return _up(float32 + self.pair_error(labels, 0.0, FLOAT64))
+        return rounded_up_bound(float32 + self.pair_error(labels, 0.0, FLOAT64))
 
     def _split(self, labels: torch.Tensor) -> list[tuple[_Batch, torch.Tensor]]:
         labels = labels.reshape(-1).to(device="cpu", dtype=torch.long)

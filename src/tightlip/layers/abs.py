@@ -13,8 +13,10 @@ from tightlip.layers.activation import (
     homogeneous_surrogate,
 )
 from tightlip.layers.pieces import Pieces, sign_pieces
+from tightlip.layers.rounding import RoundingModel, exact_rounding
 from tightlip.layers.slope_form import ScalarPiece, SlopeForm, relu
 from tightlip.layers.smoothing import smooth_abs
+from tightlip.norms import NormName
 
 
 @ACTIVATIONS.register("abs")
@@ -32,6 +34,10 @@ class Abs(Activation):
     sign_jacobian = True
     saturating_norms = frozenset({"1", "2", "inf"})
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Computed exactly in any binary format (a sign change): only underflow."""
+        return exact_rounding(self.out_features(centre.shape[1]), norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z.abs()

@@ -35,8 +35,10 @@ from tightlip.layers.activation import (
 )
 from tightlip.layers.groupsort import GroupSort
 from tightlip.layers.pieces import Pieces, SortedGroupPieces
+from tightlip.layers.rounding import RoundingModel, exact_rounding
 from tightlip.layers.slope_form import SlopeForm
 from tightlip.layers.smoothing import smooth_abs
+from tightlip.norms import NormName
 
 
 class ChannelGroupSort(Activation):
@@ -53,6 +55,10 @@ class ChannelGroupSort(Activation):
     positively_homogeneous = True
     saturating_norms = frozenset({"1", "2", "inf"})
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Computed exactly in any binary format (a sort of each channel group): only underflow."""
+        return exact_rounding(self.out_features(centre.shape[1]), norm)
 
     def __init__(self, group_size: int = 2, spatial: int = 1) -> None:
         super().__init__()

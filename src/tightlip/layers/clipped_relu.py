@@ -13,7 +13,9 @@ from torch.nn import functional as F
 from tightlip.errors import ModelShapeError
 from tightlip.layers.activation import ONE_LIPSCHITZ, Activation, Surrogate, Temperature
 from tightlip.layers.pieces import ElementwisePieces, Pieces
+from tightlip.layers.rounding import RoundingModel, ThresholdRounding
 from tightlip.layers.slope_form import SlopeForm
+from tightlip.norms import NormName
 
 
 class ClippedReLU(Activation):
@@ -29,6 +31,11 @@ class ClippedReLU(Activation):
 
     piecewise_linear = True
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """``min(relu z, fl(θ))``: only the rounding of the thresholds ``θ`` (and underflow)."""
+        theta = self.positive_threshold(torch.float64).detach().cpu().expand(centre.shape[1])
+        return ThresholdRounding.of(theta, self.out_features(centre.shape[1]), norm)
 
     def __init__(self, features: int, init: float = 1.0) -> None:
         super().__init__()

@@ -13,8 +13,10 @@ from tightlip.layers.activation import (
     homogeneous_surrogate,
 )
 from tightlip.layers.pieces import Pieces, sign_pieces
+from tightlip.layers.rounding import RoundingModel, exact_rounding
 from tightlip.layers.slope_form import ScalarPiece, SlopeForm, relu
 from tightlip.layers.smoothing import smooth_relu
+from tightlip.norms import NormName
 
 
 def _unit_surrogate(z: torch.Tensor) -> torch.Tensor:
@@ -38,6 +40,10 @@ class CReLU(Activation):
     positively_homogeneous = True
     saturating_norms = frozenset({"1", "2"})
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Computed exactly in any binary format (two comparisons with 0): only underflow."""
+        return exact_rounding(self.out_features(centre.shape[1]), norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.relu(z), torch.relu(-z)], dim=-1)

@@ -14,8 +14,10 @@ from tightlip.layers.activation import (
     homogeneous_surrogate,
 )
 from tightlip.layers.pieces import Pieces, SortedGroupPieces
+from tightlip.layers.rounding import RoundingModel, exact_rounding
 from tightlip.layers.slope_form import SlopeForm
 from tightlip.layers.smoothing import smooth_abs
+from tightlip.norms import NormName
 
 
 def _smooth_maxmin(z: torch.Tensor) -> torch.Tensor:
@@ -37,6 +39,10 @@ class GroupSort(Activation):
     positively_homogeneous = True
     saturating_norms = frozenset({"1", "2", "inf"})
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Computed exactly in any binary format (a sort of each group): only underflow."""
+        return exact_rounding(self.out_features(centre.shape[1]), norm)
 
     def __init__(self, group_size: int = 2) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from torch import nn
 from tightlip.convolution.geometry import Axis, pair_of
 from tightlip.errors import MethodNotApplicableError, ModelShapeError, UnsupportedLayerError
 from tightlip.layers.activation import Activation, Surrogate, Temperature
+from tightlip.layers.rounding import RoundingModel, exact_rounding
 from tightlip.layers.slope_form import SlopeForm
 from tightlip.norms import NormName, parse_norm, round_up
 
@@ -106,6 +107,10 @@ class MaxPool2dActivation(Activation):
     piecewise_linear = True
     positively_homogeneous = True
     saturating_norms = frozenset({"inf"})
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Computed exactly in any binary format (a maximum over each window): only underflow."""
+        return exact_rounding(self.out_features(centre.shape[1]), norm)
 
     def __init__(
         self,

@@ -13,8 +13,10 @@ from tightlip.layers.activation import (
     homogeneous_surrogate,
 )
 from tightlip.layers.pieces import Pieces, sign_pieces
+from tightlip.layers.rounding import RoundingModel, exact_rounding
 from tightlip.layers.slope_form import SlopeForm, relu
 from tightlip.layers.smoothing import smooth_relu
+from tightlip.norms import NormName
 
 
 @ACTIVATIONS.register("relu")
@@ -28,6 +30,10 @@ class ReLU(Activation):
     piecewise_linear = True
     positively_homogeneous = True
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Computed exactly in any binary format (a comparison with 0): only underflow."""
+        return exact_rounding(self.out_features(centre.shape[1]), norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.relu(z)

@@ -9,7 +9,9 @@ import torch
 
 from tightlip.errors import MethodNotApplicableError
 from tightlip.layers.activation import ACTIVATIONS, Activation
+from tightlip.layers.rounding import RoundingModel, bounded_function_rounding
 from tightlip.layers.slope_form import SlopeForm
+from tightlip.norms import NormName
 
 
 @ACTIVATIONS.register("sincos")
@@ -32,6 +34,10 @@ class SinCos(Activation):
     expansion = 2
     saturating_norms = frozenset({"2"})
     lipschitz_constants = MappingProxyType({"1": math.sqrt(2.0), "2": 1.0, "inf": 1.0})
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Each output a ``sin`` or ``cos`` value, off by at most the format's accuracy ``A`` of it."""
+        return bounded_function_rounding(self.out_features(centre.shape[1]), norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.sin(z), torch.cos(z)], dim=-1)

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from tightlip.layers.activation import ACTIVATIONS, ONE_LIPSCHITZ, Activation
+from tightlip.layers.rounding import RoundingModel, SinPairRounding
 from tightlip.layers.slope_form import ScalarPiece, SlopeForm
+from tightlip.norms import NormName
 
 
 def _plus(z: np.ndarray) -> np.ndarray:
@@ -32,6 +34,10 @@ class SinPair(Activation):
     expansion = 2
     saturating_norms = frozenset({"1"})
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """``(z ± fl(sin z))/2``: grows with ``‖z‖_p`` (:class:`SinPairRounding`)."""
+        return SinPairRounding.around(centre, self.out_features(centre.shape[1]), norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         s = torch.sin(z)

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from tightlip.layers.activation import ACTIVATIONS, ONE_LIPSCHITZ, Activation
+from tightlip.layers.rounding import RoundingModel, bounded_function_rounding
 from tightlip.layers.slope_form import SlopeForm
+from tightlip.norms import NormName
 
 
 @ACTIVATIONS.register("tanh")
@@ -17,6 +19,10 @@ class Tanh(Activation):
     """
 
     lipschitz_constants = ONE_LIPSCHITZ
+
+    def rounding_model(self, centre: torch.Tensor, norm: NormName) -> RoundingModel:
+        """Each output a ``tanh`` value, off by at most the format's accuracy ``A`` of it."""
+        return bounded_function_rounding(self.out_features(centre.shape[1]), norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(z)
