@@ -189,3 +189,29 @@ def test_cli_trains_and_certifies_a_conv_net(tmp_path) -> None:
     assert 0 < metrics["lipschitz_lower"] <= metrics["lipschitz_upper"]
     assert metrics["clean_accuracy"] > 0.11  # one quick epoch: above chance (10 classes)
     assert "global" in metrics["certified_accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "k", "stride", "padding", "dilation", "size"),
+    [(1, 4, 3, 1, 1, 1, 28), (4, 4, 4, 2, 1, 1, 28), (3, 5, 3, 2, 1, 1, 7), (2, 3, 3, 1, 2, 2, 9),
+     (2, 2, 5, 3, 2, 1, 10)],
+)
+def test_penalty_transpose_is_the_adjoint_of_the_convolution(
+    c_in: int, c_out: int, k: int, stride: int, padding: int, dilation: int, size: int
+) -> None:
+    """The power iteration's ``Aᵀ u`` (a transposed convolution with the output padding that
+    restores the input size) is autograd's vector-Jacobian product, bit for bit."""
+    from torch import nn
+
+    from tightlip.train import penalty
+
+    torch.manual_seed(0)
+    layer = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, dilation=dilation, bias=False)
+    v = torch.randn(c_in, size, size)
+    u = torch.randn(penalty._conv(layer, v[None], layer.weight).shape[1:])
+    x = torch.zeros_like(v)[None].requires_grad_(True)
+    (adjoint,) = torch.autograd.grad(penalty._conv(layer, x, layer.weight), x, u[None])
+    direct = penalty._conv_transpose(layer, u[None], layer.weight.detach(), tuple(v.shape))
+    assert direct is not None and torch.equal(direct, adjoint)
+    circular = nn.Conv2d(c_in, c_out, k, padding=padding, padding_mode="circular")
+    assert penalty._conv_transpose(circular, u[None], circular.weight, tuple(v.shape)) is None

@@ -43,6 +43,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tightlip.errors import ModelShapeError
@@ -157,6 +158,27 @@ def _conv(layer: nn.Conv2d, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tens
     return layer._conv_forward(x, kernel, None)
 
 
+def _conv_transpose(
+    layer: nn.Conv2d, u: torch.Tensor, kernel: torch.Tensor, in_shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """``Aᵀ u`` for a zero-padded convolution: the transposed convolution, with the
+    ``output_padding`` that restores the input's size (rows and columns a stride skips);
+    ``None`` for other paddings (the caller then differentiates the convolution instead)."""
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        return None
+    extra = []
+    for axis in range(2):
+        size, stride = in_shape[-2 + axis], layer.stride[axis]
+        reach = (u.shape[-2 + axis] - 1) * stride - 2 * layer.padding[axis]
+        reach += layer.dilation[axis] * (kernel.shape[-2 + axis] - 1) + 1
+        extra.append(size - reach)
+        if not 0 <= extra[-1] < max(stride, layer.dilation[axis]):
+            return None
+    return F.conv_transpose2d(
+        u, kernel, None, layer.stride, layer.padding, tuple(extra), layer.groups, layer.dilation
+    )
+
+
 def conv_abs_sums(layer: nn.Conv2d, shape: tuple[int, ...], norm: NormName) -> torch.Tensor:
     """The exact absolute column (ℓ1) or row (ℓ∞) sums of the convolution on inputs of
     ``shape``, differentiable in the kernel ``K``.
@@ -257,7 +279,10 @@ class TrivialBoundEstimator(nn.Module):
         if isinstance(layer, nn.Linear):
             return weight.T @ u
         v = getattr(self, f"v{i}")
-        with torch.enable_grad():
+        direct = _conv_transpose(layer, u.unsqueeze(0), weight.detach(), tuple(v.shape))
+        if direct is not None:
+            return direct.squeeze(0)
+        with torch.enable_grad():  # circular or 'same' padding: autograd's adjoint
             x = torch.zeros_like(v).unsqueeze(0).requires_grad_(True)
             y = _conv(layer, x, weight.detach())
             (g,) = torch.autograd.grad(y, x, u.unsqueeze(0))
