@@ -215,15 +215,11 @@ def test_user_sequentials_convert_with_an_input_shape() -> None:
 @pytest.mark.parametrize(
     ("model", "match"),
     [
-        (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(16, 2)),
-         "0: Conv2d with groups=2"),
         (nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten(),
                        nn.Linear(72, 2)), "padding_mode='reflect'"),
         (nn.Sequential(nn.Conv2d(2, 2, 3), make_activation("crelu"), nn.Flatten(),
                        nn.Linear(32, 2)), "OnChannels"),
         (nn.Sequential(nn.Conv2d(2, 2, 3), nn.Linear(4, 2)), "nn.Flatten"),
-        (nn.Sequential(nn.AvgPool2d(3, 2, 1, count_include_pad=False), nn.Flatten(),
-                       nn.Linear(18, 2)), "count_include_pad"),
         (nn.Sequential(nn.Conv2d(2, 2, 3), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Flatten(),
                        nn.Linear(8, 2)), "ceil_mode"),
     ],
@@ -231,6 +227,39 @@ def test_user_sequentials_convert_with_an_input_shape() -> None:
 def test_unsupported_conv_settings_are_refused_in_one_line(model: nn.Module, match: str) -> None:
     with pytest.raises(UnsupportedLayerError, match=match):
         to_chain(model, input_shape=(2, 6, 6))
+
+
+@pytest.mark.parametrize(
+    "first",
+    [nn.Conv2d(2, 4, 3, groups=2, padding=1), nn.Conv2d(2, 2, 3, groups=2),
+     nn.AvgPool2d(3, 2, 1, count_include_pad=False), nn.AvgPool2d(2, 1, 1, count_include_pad=False)],
+    ids=["grouped", "depthwise", "avg-excl-pad-3s2", "avg-excl-pad-2s1"],
+)
+def test_grouped_convs_and_padding_excluded_pools_are_the_module_with_sound_norms(
+    first: nn.Module,
+) -> None:
+    """Grouped convolutions (the block-diagonal kernel) and average pooling that divides
+    border windows by their real pixels (count_include_pad=False): the chain is the module,
+    and every certified norm is at least the dense matrix's exact one."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        features = first.double()(torch.zeros(1, 2, 6, 6, dtype=torch.float64)).numel()
+    model = nn.Sequential(first, nn.Flatten(), nn.Linear(features, 2)).double()
+    chain = to_chain(model, input_shape=(2, 6, 6))
+    x = torch.randn(4, 72, dtype=torch.float64)
+    torch.testing.assert_close(chain(x), model(x.reshape(4, 2, 6, 6)))
+    operator = chain.affine_steps[0].operator
+    factor = operator.factors[0] if hasattr(operator, "factors") else operator
+    dense = factor.dense()
+    torch.testing.assert_close(factor.apply(x), x @ dense.T)
+    g = torch.randn(4, factor.out_features, dtype=torch.float64)
+    torch.testing.assert_close(factor.apply_transpose(g), g @ dense)
+    error = factor.dense_error()  # |fl(1/n) − 1/n| ≤ u/n: the operator is within it
+    assert bool((error >= 0).all()) and float(error.max()) <= 2.0**-53
+    for norm, order in (("1", 1), ("2", 2), ("inf", float("inf"))):
+        rounded = float(torch.linalg.matrix_norm(dense, ord=order))
+        slack = float(torch.linalg.matrix_norm(error, ord=order if order != 2 else "fro"))
+        assert rounded - slack <= factor.certified_norm(norm) <= rounded * 1.5 + 1e-12, norm
 
 
 def test_conv_without_a_known_shape_is_refused() -> None:

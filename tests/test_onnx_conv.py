@@ -402,3 +402,25 @@ def test_cli_bounds_a_torch_depthwise_separable_net(tmp_path) -> None:
     chain = import_onnx(onnx.load(str(tmp_path / "dw.onnx"))).chain
     x = torch.rand(2, 108, dtype=torch.float64)
     assert torch.allclose(chain.forward(x).float(), net(x.float().reshape(2, 3, 6, 6)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "pool_attrs",
+    [
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+        {"kernel_shape": [2, 2], "strides": [1, 1], "pads": [1, 0, 0, 1]},
+        {"kernel_shape": [3, 2], "strides": [1, 2], "pads": [1, 1, 1, 1], "count_include_pad": 0},
+    ],
+)
+def test_average_pool_excluding_padding_matches_onnxruntime_with_sound_norms(pool_attrs):
+    """ONNX's default count_include_pad=0: border windows divided by their real pixels."""
+    model = _conv_net({"pads": [1, 1, 1, 1]}, "AveragePool", pool_attrs)
+    imported = import_onnx(model)  # checked against onnxruntime at 1e-6
+    assert "difference" in imported.notes[-1]
+    pool = next(
+        f for s in imported.chain.affine_steps for f in getattr(s.operator, "factors", (s.operator,))
+        if "excl. pad" in (getattr(f, "describe", lambda: "")() or "")
+    )
+    dense = pool.dense()
+    for norm, order in (("1", 1), ("2", 2), ("inf", float("inf"))):
+        assert pool.certified_norm(norm) >= float(torch.linalg.matrix_norm(dense, ord=order)) - 1e-15

@@ -12,7 +12,12 @@ import torch
 from torch import nn
 
 from tightlip.convolution.geometry import pair_of, resolve_padding
-from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator
+from tightlip.convolution.operators import (
+    AvgPool2dOperator,
+    Conv2dOperator,
+    PaddingExcludedAvgPool2dOperator,
+    ungrouped_kernel,
+)
 from tightlip.errors import ModelShapeError, UnsupportedLayerError
 from tightlip.layers.pooling import check_floor_mode, pool_axes
 
@@ -21,10 +26,6 @@ def conv_operator(
     module: nn.Conv2d, shape: tuple[int, ...], name: str
 ) -> tuple[Conv2dOperator, torch.Tensor | None]:
     """The convolution of ``module`` on inputs of ``shape`` and its bias, one per output entry."""
-    if module.groups != 1:
-        raise UnsupportedLayerError(
-            f"{name}: Conv2d with groups={module.groups} is not supported (groups=1 only)"
-        )
     if module.padding_mode not in ("zeros", "circular"):
         raise UnsupportedLayerError(
             f"{name}: Conv2d with padding_mode={module.padding_mode!r} is not supported "
@@ -34,8 +35,10 @@ def conv_operator(
     kernel = (module.kernel_size[0], module.kernel_size[1])
     stride, dilation = pair_of(module.stride, "stride"), pair_of(module.dilation, "dilation")
     padding = resolve_padding(module.padding, kernel, dilation, stride)  # type: ignore[arg-type]
+    weight = module.weight  # grouped: the group-1 convolution of the block-diagonal kernel
+    weight = ungrouped_kernel(weight.detach(), module.groups) if module.groups != 1 else weight
     operator = Conv2dOperator(
-        module.weight,
+        weight,
         (shape[0], shape[1], shape[2]),
         stride=stride,
         dilation=dilation,
@@ -62,10 +65,13 @@ def avg_pool_operator(
     axes = pool_axes(hw, module.kernel_size, module.stride, module.padding)
     check_floor_mode(module, axes, name)
     padded = any(a.pad_before for a in axes)
-    if padded and not module.count_include_pad:
-        raise UnsupportedLayerError(
-            f"{name}: AvgPool2d with count_include_pad=False divides border windows by fewer "
-            "pixels; tightlip supports count_include_pad=True (or no padding)"
+    if padded and not module.count_include_pad and module.divisor_override is None:
+        return PaddingExcludedAvgPool2dOperator(
+            shape,  # type: ignore[arg-type]
+            (axes[0].kernel, axes[1].kernel),
+            stride=(axes[0].stride, axes[1].stride),
+            padding=((axes[0].pad_before,) * 2, (axes[1].pad_before,) * 2),
+            name=name,
         )
     return AvgPool2dOperator(
         shape,  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ from tightlip.norms import (
     UNIT_ROUNDOFF,
     NormName,
     certified_operator_norm,
+    gamma,
     product_rounded_up,
     round_up,
 )
@@ -365,6 +366,106 @@ class AvgPool2dOperator(_FeatureMapOperator):
 
     def __repr__(self) -> str:
         return f"AvgPool2dOperator({self._input_shape} → {self.output_shape}, D={self.divisor})"
+
+
+class PaddingExcludedAvgPool2dOperator(AvgPool2dOperator):
+    """Average pooling that divides each window by its real pixels (``count_include_pad=0``).
+
+    ONNX's default and PyTorch's ``count_include_pad=False``: ``y_i = (1/n_i) Σ_window x̃``,
+    ``n_i ≥ 1`` the pixels of window ``i`` inside the map (exact small integers, the window
+    sum of an all-ones map). Per channel ``A = N⁻¹ U`` with ``U`` the window sum, channels
+    independent, so ``‖A‖_p = ‖N⁻¹U‖_p``:
+
+    * ℓ∞: row ``i`` holds ``n_i`` entries ``1/n_i``, so ``‖A‖_∞ = 1`` exactly;
+    * ℓ1: the largest column sum ``max_j Σ_{i ∋ j} 1/n_i`` (``Uᵀ`` applied to ``1/n``: at most
+      ``k_h k_w`` positive terms, each one division, inflated by ``1 + γ_{k_h k_w + 2}``);
+    * ℓ2: Schur's ``√(‖A‖₁ ‖A‖_∞)``, and the certified SVD of one channel's matrix plus its
+      rounding (``|fl(1/n) − 1/n| ≤ u/n``) when that matrix is small.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        kernel: tuple[int, int],
+        *,
+        stride: tuple[int, int],
+        padding: Padding = ((0, 0), (0, 0)),
+        name: str = "avgpool",
+    ) -> None:
+        super().__init__(input_shape, kernel, stride=stride, padding=padding, name=name)
+        plane = torch.ones(1, input_shape[1] * input_shape[2], dtype=torch.float64)
+        self.counts = self.window.apply(plane).reshape(-1)  # n_i, exact
+        if bool((self.counts < 1).any()):
+            raise ModelShapeError(f"{name}: a pooling window lies entirely in the padding")
+
+    @property
+    def exact_dense(self) -> bool:
+        """``1/n_i`` are float64 numbers exactly when every ``n_i`` is a power of two."""
+        n = self.counts.to(torch.int64)
+        return bool(((n & (n - 1)) == 0).all())
+
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        counts = self.counts.to(dtype=h.dtype, device=h.device)
+        return self._per_channel(h, lambda t: self.window.apply(t) / counts, self._input_shape)
+
+    def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
+        counts = self.counts.to(dtype=g.dtype, device=g.device)
+        return self._per_channel(
+            g, lambda t: self.window.apply_transpose(t / counts), self.output_shape
+        )
+
+    def certified_norm(self, norm: NormName) -> float:
+        if norm == "inf":
+            return 1.0
+        window = math.prod(self.window.kernel.shape[2:])
+        columns = self.window.apply_transpose((1.0 / self.counts)[None])
+        one = round_up(float(columns.max()) * round_up(1.0 + gamma(window + 2)))
+        if norm == "1":
+            return one
+        value = round_up(math.sqrt(one))  # Schur, with ‖A‖_∞ = 1
+        single = self._single_channel_dense()
+        m, n = single.shape
+        if m * n * min(m, n) <= DENSE_SVD_LIMIT:
+            error = round_up(UNIT_ROUNDOFF * round_up(1.0 + 2 * UNIT_ROUNDOFF))
+            rounded = certified_operator_norm(single, "2")
+            # ‖N⁻¹U − fl‖₂ ≤ √(‖E‖₁‖E‖_∞) ≤ √(u·one · u) ≤ u·max(1, one)
+            value = min(value, round_up(rounded + round_up(error * max(1.0, one))))
+        return value
+
+    def _single_channel_dense(self) -> torch.Tensor:
+        return self.window.dense(None) / self.counts[:, None]
+
+    def float_rounding(self) -> FloatRounding:
+        """``γ_{k_h k_w + 1} A|h|``: an exact-product window sum, one division (module docs)."""
+        window = math.prod(self.window.kernel.shape[2:])
+        counts = self.counts.repeat(self._input_shape[0])
+
+        def row_norms(q: NormName) -> torch.Tensor:
+            if q == "inf":
+                return 1.0 / counts
+            return counts ** (1.0 / {"1": 1.0, "2": 2.0}[q]) / counts
+
+        return FloatRounding(window + 1, window, self.apply, row_norms)
+
+    def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        check_dense_size(self.out_features, self.in_features, max_entries, self.name)
+        return torch.block_diag(*([self._single_channel_dense()] * self._input_shape[0]))
+
+    def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
+        """``|fl(1/n_i) − 1/n_i| ≤ u/n_i`` per non-zero entry of row ``i``."""
+        matrix = self.dense(max_entries)
+        if self.exact_dense:
+            return torch.zeros_like(matrix)
+        per_row = (UNIT_ROUNDOFF / self.counts.repeat(self._input_shape[0])) * (
+            1.0 + 4 * UNIT_ROUNDOFF
+        )
+        return (matrix != 0).to(torch.float64) * per_row[:, None]
+
+    def describe(self) -> str:
+        return super().describe() + " excl. pad"
+
+    def __repr__(self) -> str:
+        return f"PaddingExcludedAvgPool2dOperator({self._input_shape} → {self.output_shape})"
 
 
 def ungrouped_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:

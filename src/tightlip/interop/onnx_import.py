@@ -27,8 +27,9 @@ Convolutional networks (feature maps ``(C, H, W)``, held as flat rows in C order
 * ``Pad`` (constant mode, value 0, spatial axes only) is folded into the ``Conv`` that reads it
   (its pads are added to the convolution's); any other mode or value, or a Pad that no Conv
   reads, is refused;
-* ``AveragePool`` (floor mode or a ``ceil_mode`` that adds no window; ``count_include_pad=1`` or
-  no padding), ``GlobalAveragePool`` (the whole map as window) and ``ReduceMean`` over both
+* ``AveragePool`` (floor mode or a ``ceil_mode`` that adds no window; ``count_include_pad=0``
+  with padding divides each window by its real pixels:
+  :class:`~tightlip.convolution.operators.PaddingExcludedAvgPool2dOperator`), ``GlobalAveragePool`` (the whole map as window) and ``ReduceMean`` over both
   spatial axes (how ``AdaptiveAvgPool2d(1)`` exports) are
   :class:`~tightlip.convolution.operators.AvgPool2dOperator` factors;
 * ``MaxPool`` (equal pads on both sides) is a nonlinear step,
@@ -57,7 +58,12 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from tightlip.convolution.operators import AvgPool2dOperator, Conv2dOperator, ungrouped_kernel
+from tightlip.convolution.operators import (
+    AvgPool2dOperator,
+    Conv2dOperator,
+    PaddingExcludedAvgPool2dOperator,
+    ungrouped_kernel,
+)
 from tightlip.errors import CheckpointError, ModelShapeError, UnsupportedLayerError
 from tightlip.interop.affine import batchnorm_scale, reciprocal
 from tightlip.interop.builder import ChainBuilder
@@ -727,15 +733,17 @@ class _GraphReader:
         if dilation != (1, 1):
             raise self.refuse(f"with dilations {dilation} is not supported (only 1)")
         padded = any(p for side in padding for p in side)
+        # count_include_pad=0 (ONNX's default) with padding: each window by its real pixels
+        pool = AvgPool2dOperator
         if padded and not attrs.get("count_include_pad", 0):
-            raise self.refuse(
-                "divides border windows by fewer pixels (count_include_pad=0 with padding); "
-                "tightlip reads count_include_pad=1 or no padding"
-            )
+            pool = PaddingExcludedAvgPool2dOperator
         name = self.short
-        operator = AvgPool2dOperator(
-            lin.shape, kernel, stride=stride, padding=padding, name=name  # type: ignore[arg-type]
-        )
+        try:
+            operator = pool(
+                lin.shape, kernel, stride=stride, padding=padding, name=name  # type: ignore[arg-type]
+            )
+        except ModelShapeError as error:
+            raise self.refuse(f"cannot be read: {error}") from None
         if attrs.get("ceil_mode", 0):
             for i, axis in enumerate(operator.window.axes):
                 padded_size = axis.size + axis.pad_before + axis.pad_after
