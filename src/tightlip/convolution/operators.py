@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -383,20 +384,16 @@ class PaddingExcludedAvgPool2dOperator(AvgPool2dOperator):
       rounding (``|fl(1/n) − 1/n| ≤ u/n``) when that matrix is small.
     """
 
-    def __init__(
-        self,
-        input_shape: tuple[int, int, int],
-        kernel: tuple[int, int],
-        *,
-        stride: tuple[int, int],
-        padding: Padding = ((0, 0), (0, 0)),
-        name: str = "avgpool",
-    ) -> None:
-        super().__init__(input_shape, kernel, stride=stride, padding=padding, name=name)
-        plane = torch.ones(1, input_shape[1] * input_shape[2], dtype=torch.float64)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """:class:`AvgPool2dOperator`'s arguments; a ``divisor`` is refused (there is none)."""
+        if kwargs.get("divisor") is not None:
+            raise TypeError("a padding-excluded average pool has no divisor override")
+        super().__init__(*args, **kwargs)
+        _, height, width = self._input_shape
+        plane = torch.ones(1, height * width, dtype=torch.float64)
         self.counts = self.window.apply(plane).reshape(-1)  # n_i, exact
         if bool((self.counts < 1).any()):
-            raise ModelShapeError(f"{name}: a pooling window lies entirely in the padding")
+            raise ModelShapeError(f"{self.name}: a pooling window lies entirely in the padding")
 
     @property
     def exact_dense(self) -> bool:
