@@ -47,6 +47,7 @@ run, lr/20 at 4/5, 0 at the end), offset cross-entropy (offset √2·1.5, temper
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -228,22 +229,11 @@ class SandwichMLP(nn.Module):
         ``tight=True`` replaces the head's by-construction factor ``√γ·‖Q‖`` by ``√γ·‖B‖``
         (still sound, often smaller since B is only part of an orthonormal-row matrix).
         """
-        value = 1.0
-        for layer in self.layers:
-            factor = (
-                layer.certified_lipschitz(tight=tight)
-                if isinstance(layer, SandwichOutput)
-                else layer.certified_lipschitz()
-            )
-            value = math.nextafter(value * factor, math.inf)
-        return value
+        return certified_product(self.layers, tight)
 
     def last_layer(self) -> tuple[torch.Tensor, float]:
         """``(W_last, L_backbone)`` for the GloRo loss: ``f = W_last h + b``, ``Lip(h) ≤ √γ``."""
-        head = self.layers[-1]
-        assert isinstance(head, SandwichOutput)
-        weight = head.scale * head.cayley.q()[:, head.out_features :]
-        return weight, (math.sqrt(self.gamma) if self.widths else 1.0)
+        return head_weight(self.layers[-1]), (math.sqrt(self.gamma) if self.widths else 1.0)
 
     def description(self) -> dict[str, Any]:
         return {
@@ -255,6 +245,25 @@ class SandwichMLP(nn.Module):
                 "gamma": self.gamma,
             },
         }
+
+
+def certified_product(layers: Iterable[nn.Module], tight: bool = False) -> float:
+    """``∏`` of the layers' certified bounds, each product rounded up; ``tight`` passed to the
+    head (:class:`SandwichOutput`, ``√γ‖B‖`` instead of ``√γ‖Q‖``)."""
+    value = 1.0
+    for layer in layers:
+        if isinstance(layer, SandwichOutput):
+            factor = layer.certified_lipschitz(tight=tight)
+        else:
+            factor = layer.certified_lipschitz()
+        value = math.nextafter(value * factor, math.inf)
+    return value
+
+
+def head_weight(head: nn.Module) -> torch.Tensor:
+    """The read-out matrix ``W_last`` of a Sandwich head: ``f = W_last h + b``."""
+    assert isinstance(head, SandwichOutput)
+    return head.scale * head.cayley.q()[:, head.out_features :]
 
 
 def _inflate(value: float) -> float:

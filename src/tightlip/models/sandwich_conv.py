@@ -53,6 +53,7 @@ in train mode and cached in eval mode (dropped by ``train()`` and by loading a s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -69,6 +70,8 @@ from tightlip.models.sandwich import (
     SandwichLinear,
     SandwichOutput,
     _inflate,
+    certified_product,
+    head_weight,
 )
 from tightlip.norms import round_up, svd_inflation
 
@@ -113,26 +116,25 @@ class FullMapConvOperator(Conv2dOperator):
         return max(1, CHUNK_ENTRIES // per_image)
 
     def apply(self, h: torch.Tensor) -> torch.Tensor:
-        rows = h.reshape(-1, self.in_features)
-        chunk = self._chunk()
-        if rows.shape[0] <= chunk:
-            return super().apply(h)
-        parts = [
-            super(FullMapConvOperator, self).apply(rows[i : i + chunk])
-            for i in range(0, rows.shape[0], chunk)
-        ]
-        return torch.cat(parts).reshape(*h.shape[:-1], self.out_features)
+        return self._in_chunks(h, super().apply, self.in_features, self.out_features)
 
     def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
-        rows = g.reshape(-1, self.out_features)
+        return self._in_chunks(g, super().apply_transpose, self.out_features, self.in_features)
+
+    def _in_chunks(
+        self,
+        h: torch.Tensor,
+        single: Callable[[torch.Tensor], torch.Tensor],
+        width: int,
+        out_width: int,
+    ) -> torch.Tensor:
+        """``single`` on at most :meth:`_chunk` rows at a time."""
+        rows = h.reshape(-1, width)
         chunk = self._chunk()
         if rows.shape[0] <= chunk:
-            return super().apply_transpose(g)
-        parts = [
-            super(FullMapConvOperator, self).apply_transpose(rows[i : i + chunk])
-            for i in range(0, rows.shape[0], chunk)
-        ]
-        return torch.cat(parts).reshape(*g.shape[:-1], self.in_features)
+            return single(h)
+        parts = [single(rows[i : i + chunk]) for i in range(0, rows.shape[0], chunk)]
+        return torch.cat(parts).reshape(*h.shape[:-1], out_width)
 
 
 class SandwichConv(nn.Module):
@@ -372,21 +374,11 @@ class SandwichConvNet(nn.Module):
     def certified_lipschitz(self, tight: bool = False) -> float:
         """Sound ℓ2 bound ``∏ (layer bounds)`` = γ up to ~1e-9 (module docstring); ``tight``
         uses the head's ``√γ‖B‖`` instead of ``√γ‖Q‖`` (as :class:`SandwichMLP`)."""
-        value = 1.0
-        for layer in (*self.convs, *self.dense):
-            if isinstance(layer, SandwichOutput):
-                factor = layer.certified_lipschitz(tight=tight)
-            else:
-                factor = layer.certified_lipschitz()
-            value = math.nextafter(value * factor, math.inf)
-        return value
+        return certified_product((*self.convs, *self.dense), tight)
 
     def last_layer(self) -> tuple[torch.Tensor, float]:
         """``(W_last, L_backbone)``: ``f = W_last h + b`` with ``Lip(h) ≤ √γ``."""
-        head = self.dense[-1]
-        assert isinstance(head, SandwichOutput)
-        weight = head.scale * head.cayley.q()[:, head.out_features :]
-        return weight, math.sqrt(self.gamma)
+        return head_weight(self.dense[-1]), math.sqrt(self.gamma)
 
     def description(self) -> dict[str, Any]:
         return {
