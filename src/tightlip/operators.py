@@ -7,6 +7,10 @@ operator, never its type.
 
 * ``apply(h)`` and ``apply_transpose(g)``: ``A h`` and ``Aᵀ g`` on row batches ``(..., n)``,
   in the dtype of the argument (enough for gradient-type lower bounds and for evaluation);
+* optionally ``fast_apply(h)``: ``A h`` by a faster route whose rounding is not bounded (a
+  full-map circular convolution by FFT, :mod:`tightlip.convolution.fourier`), for searches
+  whose results are re-evaluated through ``apply`` before they are reported; the function
+  :func:`fast_apply` falls back to ``apply``;
 * ``certified_norm(p)``: a float64 number ``≥ ‖A‖_{p→p}``, rounding included, with the error
   model of :mod:`tightlip.norms` (what the trivial bound multiplies);
 * ``dense(max_entries)``: the matrix, when it is asked for and has at most ``max_entries``
@@ -112,6 +116,16 @@ class LinearOperator(Protocol):
     def dense_error(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         """A non-negative ``(out, in)`` matrix ``E`` with ``|dense() − A| ≤ E`` entrywise."""
         ...
+
+
+def fast_apply(operator: LinearOperator, h: torch.Tensor) -> torch.Tensor:
+    """``A h`` by the operator's ``fast_apply`` when it has one, else by ``apply``.
+
+    For searches only (lower-bound ascent, attacks): a fast route's rounding is not bounded,
+    so a reported number is always re-evaluated through ``apply`` (module docstring).
+    """
+    fast = getattr(operator, "fast_apply", None)
+    return fast(h) if callable(fast) else operator.apply(h)
 
 
 @dataclass(frozen=True)
@@ -351,6 +365,12 @@ class Product:
         for factor in reversed(self.factors):
             g = factor.apply_transpose(g)
         return g
+
+    def fast_apply(self, h: torch.Tensor) -> torch.Tensor:
+        """The factors' :func:`fast_apply`, first to last (for searches only)."""
+        for factor in self.factors:
+            h = fast_apply(factor, h)
+        return h
 
     def dense(self, max_entries: int | None = DENSE_ENTRY_LIMIT) -> torch.Tensor:
         return self._dense_and_error(max_entries)[0]

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from tightlip.arch import ConvLayer, DenseLayer
+from tightlip.convolution.fourier import CircularFourierForm
 from tightlip.convolution.operators import Conv2dOperator
 from tightlip.errors import ModelShapeError
 from tightlip.layers import ReLU
@@ -106,7 +107,10 @@ class FullMapConvOperator(Conv2dOperator):
     """A :class:`Conv2dOperator` whose kernel covers the whole map, applied to a batch in
     chunks: torch's direct convolution unfolds ``c_in k_h k_w × pixels`` entries per image
     (157 MB for a 32-channel 28 × 28 kernel on 28 × 28 maps), so a batch at once would not fit.
-    Same arithmetic per image, so the operator's norms and rounding bounds are unchanged."""
+    Same arithmetic per image, so the operator's norms and rounding bounds are unchanged.
+    Searches evaluate it by FFT instead (:meth:`fast_apply`), ~100× faster on 28 × 28 maps."""
+
+    _fourier: CircularFourierForm | None = None
 
     def _chunk(self) -> int:
         k = self.kernel
@@ -120,6 +124,16 @@ class FullMapConvOperator(Conv2dOperator):
 
     def apply_transpose(self, g: torch.Tensor) -> torch.Tensor:
         return self._in_chunks(g, super().apply_transpose, self.out_features, self.in_features)
+
+    def fast_apply(self, h: torch.Tensor) -> torch.Tensor:
+        """``A h`` by FFT (:class:`~tightlip.convolution.fourier.CircularFourierForm`), built on
+        first use from this operator's impulse responses; for searches only (its rounding is
+        not bounded)."""
+        if self._fourier is None:
+            self._fourier = CircularFourierForm(
+                self.apply, self._input_shape, self.output_shape, self.stride, self.name
+            )
+        return self._fourier(h)
 
     def _in_chunks(
         self,

@@ -11,7 +11,9 @@ Matrix-free steps. A step whose operator is not an explicit matrix and has more 
 :data:`SEARCH_DENSE_ENTRIES` entries (a convolution of an MNIST-size conv net: 4C3F's second
 layer is 6272 × 25088) is never lowered to a dense matrix: it is evaluated through
 ``operator.apply`` in the search's dtype, which autograd, ``jvp`` and ``vjp`` differentiate like
-the matrix product (see :func:`is_matrix_free`).
+the matrix product (see :func:`is_matrix_free`), or through its faster ``fast_apply`` where it
+has one (a Sandwich chain's full-map circular convolutions, by FFT): the search only finds
+witnesses, which :mod:`~tightlip.bounds.lower.witness` certifies through ``apply``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from tightlip.errors import MethodNotApplicableError
 from tightlip.layers import Activation
 from tightlip.model import AffineStep, LayerChain
-from tightlip.operators import Dense, LinearOperator
+from tightlip.operators import Dense, LinearOperator, fast_apply
 
 RowFunction = Callable[[torch.Tensor], torch.Tensor]
 #: a relative temperature: one for all rows, or one per row (shape ``(B, 1)``)
@@ -102,7 +104,7 @@ class _OperatorAffine:
         return self.step.in_features * self.step.out_features
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.step.operator.apply(h)
+        h = fast_apply(self.step.operator, h)
         return h if self.bias is None else h + self.bias
 
 
