@@ -150,9 +150,14 @@ def _bias_only() -> Case:
 def test_bound_covers_cases_that_isolate_one_term(case) -> None:
     """Each case makes one term of the bound carry the error (the others are near 0 there), so
     dropping or shrinking that term fails the bound; the observed error uses a real fraction
-    of the bound, or the case would test nothing."""
+    of the bound, or the case would test nothing.
+
+    The fraction depends on the BLAS's summation order, which differs between CPUs: the ball
+    case used 3.9 % of its bound on one x86_64 machine and 0.98 % on CI's. Dropping a term
+    leaves about 0 where the error is (every value is 0 at the ball's centre), so any positive
+    floor catches that; 2·10⁻³ also catches a term shrunk five-fold on either machine."""
     chain, x, norm, eps, points = case()
-    assert _check_bound(chain, x, norm, eps, points=points) > 1e-2
+    assert _check_bound(chain, x, norm, eps, points=points) > 2e-3
 
 
 def test_bound_covers_merged_layers_and_fused_bias() -> None:
