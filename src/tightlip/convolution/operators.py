@@ -13,7 +13,11 @@ questions without ever forming their matrix unless asked (``dense(max_entries)``
   bound of :mod:`tightlip.convolution.spectral` (Sedghi et al. 2019, with the polyphase form for
   strides), Schur's ``√(‖A‖₁ ‖A‖_∞)`` (Higham, *Accuracy and Stability*, §6.3), and, when the
   matrix is small (:data:`DENSE_SVD_LIMIT`), the certified SVD of the matrix itself
-  (:func:`tightlip.norms.certified_operator_norm`), which is exact up to its margin;
+  (:func:`tightlip.norms.certified_operator_norm`), which is exact up to its margin, else, for
+  zero padding and a smaller side of at most :data:`~tightlip.convolution.gram.GRAM_SIDE_LIMIT`
+  coordinates, the certified top eigenvalue of the Gram matrix of that side
+  (:mod:`tightlip.convolution.gram`), also exact up to its margin, which removes the Fourier
+  bound's border excess (up to 1.8 % on strided MNIST layers);
 * ``dense``: the matrix built entry by entry from the kernel (each entry is one kernel value,
   so it is exact), refused above ``max_entries`` with
   :class:`~tightlip.errors.MethodNotApplicableError`;
@@ -34,11 +38,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tightlip.convolution.abs_sums import certified_inf_norm, certified_one_norm
 from tightlip.convolution.geometry import Axis, conv_axes
+from tightlip.convolution.gram import certified_gram_norm, gram_side_fits
 from tightlip.convolution.spectral import circulant_spectral_bound
 from tightlip.errors import ModelShapeError
 from tightlip.norms import (
@@ -186,7 +192,9 @@ class Conv2dOperator(_FeatureMapOperator):
         value = min(schur, circulant_spectral_bound(self.kernel, self.axes))
         m, n = self.out_features, self.in_features
         if m * n * min(m, n) <= DENSE_SVD_LIMIT:
-            value = min(value, certified_operator_norm(self.dense(None), "2"))
+            return min(value, certified_operator_norm(self.dense(None), "2"))
+        if gram_side_fits((m, n)):
+            value = min(value, certified_gram_norm(*self.coordinates(), (m, n)))
         return value
 
     def abs_operator(self) -> Conv2dOperator:
@@ -230,19 +238,36 @@ class Conv2dOperator(_FeatureMapOperator):
         return torch.zeros(self.out_features, self.in_features, dtype=torch.float64)
 
     def _build_dense(self) -> torch.Tensor:
-        """Entry by entry: tap ``(u, v)`` of row ``(o, a, b)`` is column ``(i, pos_h, pos_w)``."""
+        rows, cols, values = self.coordinates()
+        matrix = torch.zeros(self.out_features, self.in_features, dtype=torch.float64)
+        matrix[torch.from_numpy(rows), torch.from_numpy(cols)] = torch.from_numpy(values)
+        return matrix
+
+    def coordinates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nonzero pattern ``(rows, columns, values)`` of ``A``, entry by entry: tap
+        ``(u, v)`` of row ``(o, a, b)`` is column ``(i, pos_h, pos_w)`` with value ``K[o, i, u, v]``
+        (taps read distinct pixels, so no entry appears twice and every value is exact)."""
         c_out, out_h, out_w = self.output_shape
         c_in, height, width = self._input_shape
-        matrix = torch.zeros(out_h, out_w, height, width, c_out, c_in, dtype=torch.float64)
-        pos_h, pos_w = (torch.from_numpy(a.positions()) for a in self.axes)
-        ok_h, ok_w = (torch.from_numpy(a.valid()).bool() for a in self.axes)
-        rows_h, rows_w = torch.arange(out_h), torch.arange(out_w)
-        for u in range(self.kernel.shape[2]):
-            for v in range(self.kernel.shape[3]):
-                a, b = rows_h[ok_h[:, u]], rows_w[ok_w[:, v]]
+        kernel = self.kernel.numpy()
+        pos_h, pos_w = (a.positions() for a in self.axes)
+        ok_h, ok_w = (a.valid().astype(bool) for a in self.axes)
+        out_channel = np.arange(c_out)[:, None, None, None] * (out_h * out_w)
+        in_channel = np.arange(c_in)[None, :, None, None] * (height * width)
+        parts = []
+        for u in range(kernel.shape[2]):
+            for v in range(kernel.shape[3]):
+                a, b = np.flatnonzero(ok_h[:, u]), np.flatnonzero(ok_w[:, v])
                 h, w = pos_h[a, u] % height, pos_w[b, v] % width
-                matrix[a[:, None], b[None, :], h[:, None], w[None, :]] += self.kernel[:, :, u, v]
-        return matrix.permute(4, 0, 1, 5, 2, 3).reshape(self.out_features, self.in_features)
+                row = out_channel + (a[:, None] * out_w + b[None, :])[None, None]
+                col = in_channel + (h[:, None] * width + w[None, :])[None, None]
+                value = kernel[:, :, u, v][:, :, None, None]
+                shape = np.broadcast_shapes(row.shape, col.shape, value.shape)
+                parts.append(tuple(np.broadcast_to(t, shape).ravel() for t in (row, col, value)))
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)
+        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
 
     def describe(self) -> str:
         """``conv 1→32 k3 s1 p1 on 28×28`` (``d2``, ``circ`` when they apply)."""
