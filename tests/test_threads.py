@@ -66,6 +66,25 @@ def test_library_threads_sets_and_restores(clean_env, three_threads) -> None:
         assert torch.get_num_threads() == 3
 
 
+def _scipy_blas_threads() -> set[int]:
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS)
+    from threadpoolctl import threadpool_info
+
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_library_threads_limit_scipys_blas_too(clean_env) -> None:
+    """numpy/scipy load their own BLAS, which torch's count does not reach: inside the block it
+    runs on the same count, and the caller's count comes back after."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _scipy_blas_threads()
+        with library_threads():
+            assert _scipy_blas_threads() == {1}
+        assert _scipy_blas_threads() == before
+
+
 def test_library_threads_restores_after_an_error(clean_env, three_threads) -> None:
     with pytest.raises(RuntimeError), library_threads():
         raise RuntimeError("inside")

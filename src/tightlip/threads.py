@@ -19,8 +19,11 @@ The count (:func:`thread_count`):
 
 A call to ``torch.set_num_threads`` alone is not a choice tightlip can see (torch's default
 count looks the same); set ``TIGHTLIP_THREADS`` to keep it. The count is process-global state,
-so bounds computed from several Python threads at once see each other's setting. numpy/scipy
-(used by some SDP solvers) have their own BLAS, governed by the environment variables above.
+so bounds computed from several Python threads at once see each other's setting. numpy and
+scipy (the SDP verifiers, HiGHS's callers, certified eigenvalues) load their own BLAS, which
+reads its thread count once, when it loads; the same count is applied to it at run time through
+``threadpoolctl`` (the BLAS libraries' own ``set_num_threads``), so a scipy eigenvalue call on a
+shared machine is not slowed by threads fighting for its cores.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from tightlip.errors import BadArgumentError
 
@@ -70,21 +74,26 @@ def apply_thread_policy() -> None:
     count = thread_count()
     if count is not None:
         torch.set_num_threads(count)
+        threadpool_limits(limits=count, user_api="blas")
 
 
 @contextmanager
 def library_threads() -> Iterator[None]:
     """Run the block on :func:`thread_count` threads, restoring the caller's count after."""
     count = thread_count()
-    previous = torch.get_num_threads()
-    if count is None or count == previous:
+    if count is None:
         yield
         return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    previous = torch.get_num_threads()
+    with threadpool_limits(limits=count, user_api="blas"):
+        if count == previous:
+            yield
+            return
+        torch.set_num_threads(count)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def uses_library_threads(function: Callable[P, R]) -> Callable[P, R]:
