@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import rational
 import torch
@@ -215,6 +216,13 @@ def test_gram_bound_is_sound_whatever_the_candidate(
         assert rational.spectral_norm_at_most(exact, bound)
     monkeypatch.setattr("tightlip.convolution.operators.DENSE_SVD_LIMIT", 0)
     assert rational.spectral_norm_at_most(exact, op.certified_norm("2"))
+
+
+def test_gram_bound_refuses_a_repeated_position() -> None:
+    """A position given twice would be summed (rounded) by the sparse matrix: refused."""
+    rows, cols = np.array([0, 0]), np.array([1, 1])
+    with pytest.raises(ValueError, match="at most once"):
+        certified_gram_norm(rows, cols, np.array([0.1, 0.2]), (2, 2))
 
 
 def test_gram_bound_covers_underflow() -> None:

@@ -22,10 +22,11 @@ lower triangle, which moves no entry.
 ``λ_max(Ĝ)`` (any estimate: it is only a candidate) gives ``μ = λ̃ (1 + g)`` for a small gap
 ``g``. If the Cholesky factorisation of the float matrix ``B = fl(μI − Ĝ)`` runs to completion
 with factor ``R̂``, then ``R̂ᵀR̂ = B + ΔB`` with ``|ΔB| ≤ γ_{k+1} |R̂ᵀ||R̂|`` (Demmel 1989; Higham,
-Thm 10.3), so ``λ_min(B) ≥ −γ_{k+1} ‖R̂‖_F²``; forming ``B`` rounds only its diagonal, by at most
-``u max|B_ii|``. Hence
+Thm 10.3; any order of the inner products, so blocked LAPACK with conventional, non-Strassen
+products too), so ``λ_min(B) ≥ −γ_{k+1} ‖R̂‖_F²``; forming ``B`` rounds only its diagonal, by at
+most ``u max|B_ii|``; gradual underflow adds at most ``(k + 2) η`` to an entry. Hence
 
-    λ_max(Ĝ) ≤ μ + γ_{k+1} ‖R̂‖_F² + u max|B_ii| + k² η,
+    λ_max(Ĝ) ≤ μ + γ_{k+1} ‖R̂‖_F² + u max|B_ii| + k (k + 2) η,
 
 and ``‖A‖₂ ≤ √(λ_max(Ĝ) + ‖Ĝ − G‖₂)``, every operation rounded upwards. If the factorisation
 fails (``μ`` below the top eigenvalue, or too close to it) the gap grows; after the last gap no
@@ -79,6 +80,8 @@ def certified_gram_norm(
     if not np.isfinite(values).all():
         raise ValueError("matrix entries contain NaN or infinite values: no bound can be certified")
     matrix = scipy.sparse.csr_matrix((values, (rows, cols)), shape=shape)
+    if matrix.nnz != values.size:  # a repeated position would have been summed, with rounding
+        raise ValueError("certified_gram_norm needs each matrix position at most once")
     side, inner = (rows, m) if m <= n else (cols, n)
     per_line = int(np.bincount(side, minlength=inner).max())
     gram = (matrix @ matrix.T) if m <= n else (matrix.T @ matrix)
@@ -118,7 +121,7 @@ def _certified_top_eigenvalue(dense: torch.Tensor, sparse: scipy.sparse.spmatrix
         frobenius = product_rounded_up((float((factor * factor).sum()), 1 + 2 * gamma(k * k)))
         diagonal = product_rounded_up((UNIT_ROUNDOFF, float(shifted.diagonal().abs().max())))
         factorisation = product_rounded_up((gamma(k + 1), frobenius))
-        underflow = product_rounded_up((k, k, SMALLEST_SUBNORMAL))
+        underflow = product_rounded_up((k, k + 2, SMALLEST_SUBNORMAL))
         return round_up(round_up(round_up(mu + factorisation) + diagonal) + underflow)
     return math.inf
 
