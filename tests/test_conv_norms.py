@@ -218,6 +218,26 @@ def test_gram_bound_is_sound_whatever_the_candidate(
     assert rational.spectral_norm_at_most(exact, op.certified_norm("2"))
 
 
+def test_gram_route_skips_dense_operators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-map kernel (a Sandwich layer's) has a dense matrix: the Gram route is not tried
+    above the entry limit (it took minutes at 28×28), and the Fourier bound, exact for a
+    circular stride-1 convolution, stands."""
+    import tightlip.convolution.gram as gram
+
+    def refuse(*args: object) -> float:
+        raise AssertionError("the Gram route ran on a dense operator")
+
+    monkeypatch.setattr("tightlip.convolution.operators.DENSE_SVD_LIMIT", 0)
+    monkeypatch.setattr("tightlip.convolution.operators.certified_gram_norm", refuse)
+    monkeypatch.setattr(gram, "GRAM_ENTRY_LIMIT", 10_000)
+    generator = torch.Generator().manual_seed(5)
+    kernel = torch.randn(3, 3, 12, 12, generator=generator, dtype=torch.float64)
+    op = Conv2dOperator(kernel, (3, 12, 12), padding=((6, 5), (6, 5)), circular=True)
+    assert op.out_features * 3 * 144 > gram.GRAM_ENTRY_LIMIT
+    sigma = float(torch.linalg.svdvals(op.dense(None))[0])
+    assert sigma * (1 - 1e-12) <= op.certified_norm("2") <= sigma * (1 + 1e-9)
+
+
 def test_gram_bound_refuses_a_repeated_position() -> None:
     """A position given twice would be summed (rounded) by the sparse matrix: refused."""
     rows, cols = np.array([0, 0]), np.array([1, 1])

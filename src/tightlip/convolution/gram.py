@@ -33,7 +33,8 @@ fails (``μ`` below the top eigenvalue, or too close to it) the gap grows; after
 bound is claimed (``inf``), and the caller keeps its other bounds. The result is the exact norm
 up to a relative ``~k² u`` (``3·10⁻⁹`` at ``k = 6272``); it costs a sparse product and one
 ``k × k`` Cholesky factorisation (``k³/3`` flops: about 3 s at ``k = 6272`` on one core), so it
-is used up to :data:`GRAM_SIDE_LIMIT`. Power iteration, which converges from below, is never
+is used up to :data:`GRAM_SIDE_LIMIT` and :data:`GRAM_ENTRY_LIMIT` (a full-map kernel, whose
+matrix is dense, keeps the Fourier bound, which is exact for it). Power iteration, which converges from below, is never
 used as a bound.
 """
 
@@ -58,15 +59,20 @@ from tightlip.norms import (
 #: the Gram route is used when the smaller side has at most this many coordinates (a 0.5 GiB
 #: Gram matrix and about 8 s of Cholesky on one core at the limit)
 GRAM_SIDE_LIMIT = 2**13
+#: ... and when the operator has at most this many nonzero entries (a sparse product of that
+#: size takes about a second; a 4C3F layer at full width has 3.6 million)
+GRAM_ENTRY_LIMIT = 2**23
 #: the relative gaps ``g`` tried for the Cholesky certificate, smallest first
 _GAPS = (1e-9, 1e-6, 1e-3)
 #: below this side, the candidate comes from a dense eigensolver instead of Lanczos
 _DENSE_ESTIMATE_SIDE = 256
 
 
-def gram_side_fits(shape: tuple[int, int]) -> bool:
-    """Whether :func:`certified_gram_norm` is affordable for an ``m × n`` operator."""
-    return 0 < min(shape) <= GRAM_SIDE_LIMIT
+def gram_side_fits(shape: tuple[int, int], nonzeros: int) -> bool:
+    """Whether :func:`certified_gram_norm` is affordable for an ``m × n`` operator with at most
+    ``nonzeros`` stored entries (a full-map kernel, as in a Sandwich layer, is not: its sparse
+    matrix is dense)."""
+    return 0 < min(shape) <= GRAM_SIDE_LIMIT and nonzeros <= GRAM_ENTRY_LIMIT
 
 
 def certified_gram_norm(

@@ -14,8 +14,9 @@ questions without ever forming their matrix unless asked (``dense(max_entries)``
   strides), Schur's ``√(‖A‖₁ ‖A‖_∞)`` (Higham, *Accuracy and Stability*, §6.3), and, when the
   matrix is small (:data:`DENSE_SVD_LIMIT`), the certified SVD of the matrix itself
   (:func:`tightlip.norms.certified_operator_norm`), which is exact up to its margin, else, for
-  zero padding and a smaller side of at most :data:`~tightlip.convolution.gram.GRAM_SIDE_LIMIT`
-  coordinates, the certified top eigenvalue of the Gram matrix of that side
+  a smaller side of at most :data:`~tightlip.convolution.gram.GRAM_SIDE_LIMIT` coordinates and
+  a sparse matrix (:data:`~tightlip.convolution.gram.GRAM_ENTRY_LIMIT` nonzeros, so not a
+  full-map kernel), the certified top eigenvalue of the Gram matrix of that side
   (:mod:`tightlip.convolution.gram`), also exact up to its margin, which removes the Fourier
   bound's border excess (up to 1.8 % on strided MNIST layers);
 * ``dense``: the matrix built entry by entry from the kernel (each entry is one kernel value,
@@ -193,7 +194,7 @@ class Conv2dOperator(_FeatureMapOperator):
         m, n = self.out_features, self.in_features
         if m * n * min(m, n) <= DENSE_SVD_LIMIT:
             return min(value, certified_operator_norm(self.dense(None), "2"))
-        if gram_side_fits((m, n)):
+        if gram_side_fits((m, n), m * math.prod(self.kernel.shape[1:])):
             value = min(value, certified_gram_norm(*self.coordinates(), (m, n)))
         return value
 
