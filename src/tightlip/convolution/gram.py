@@ -34,8 +34,8 @@ bound is claimed (``inf``), and the caller keeps its other bounds. The result is
 up to a relative ``~k² u`` (``3·10⁻⁹`` at ``k = 6272``); it costs a sparse product and one
 ``k × k`` Cholesky factorisation (``k³/3`` flops: about 3 s at ``k = 6272`` on one core), so it
 is used up to :data:`GRAM_SIDE_LIMIT` and :data:`GRAM_ENTRY_LIMIT` (a full-map kernel, whose
-matrix is dense, keeps the Fourier bound, which is exact for it). Power iteration, which converges from below, is never
-used as a bound.
+matrix is dense, keeps the Fourier bound, exact for circular padding). Power iteration, which
+converges from below, is never used as a bound.
 """
 
 from __future__ import annotations
