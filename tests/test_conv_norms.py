@@ -112,16 +112,25 @@ def test_l1_and_linf_are_exact_and_sound(g: dict) -> None:
         assert bound <= float(rational.abs_sum_norm(exact, norm)) * (1 + 1e-12)
 
 
+def _gram_bound(op: Conv2dOperator) -> float:
+    """The Gram route alone, as ``Conv2dOperator`` calls it."""
+    return certified_gram_norm(*op.coordinates(), (op.out_features, op.in_features))
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(geometries(max_size=5, max_channels=2))
 def test_l2_bounds_are_sound_in_exact_arithmetic(g: dict) -> None:
-    """σ_max(A) ≤ bound decided exactly, for the certified norm and the Fourier bound alone."""
+    """σ_max(A) ≤ bound decided exactly, for the certified norm, the Fourier bound alone and the
+    Gram route alone (which is also within 10⁻⁹ of σ̂)."""
     op, _ = _build(g)
     dense = op.dense(None)
     assume(min(dense.shape) <= 24)
     exact = rational.to_fractions(dense)
     assert rational.spectral_norm_at_most(exact, op.certified_norm("2"))
     assert rational.spectral_norm_at_most(exact, circulant_spectral_bound(op.kernel, op.axes))
+    gram = _gram_bound(op)
+    assert rational.spectral_norm_at_most(exact, gram)
+    assert gram <= float(torch.linalg.svdvals(dense)[0]) * (1 + 1e-9) + 1e-300
 
 
 @_SETTINGS
@@ -158,24 +167,6 @@ def test_fourier_bound_is_close_on_stride_one_shapes(
     bound = circulant_spectral_bound(kernel, op.axes)
     assert bound >= sigma * (1 - 1e-9)
     assert bound <= sigma * (1 + (1e-9 if circular else 0.05))
-
-
-def _gram_bound(op: Conv2dOperator) -> float:
-    """The Gram route alone, as ``Conv2dOperator`` calls it."""
-    return certified_gram_norm(*op.coordinates(), (op.out_features, op.in_features))
-
-
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(geometries(max_size=5, max_channels=2))
-def test_gram_bound_is_sound_in_exact_arithmetic_and_exact(g: dict) -> None:
-    """The Gram route decided exactly in rationals, and within 10⁻⁹ of σ̂."""
-    op, _ = _build(g)
-    dense = op.dense(None)
-    assume(min(dense.shape) <= 24)
-    bound = _gram_bound(op)
-    assert rational.spectral_norm_at_most(rational.to_fractions(dense), bound)
-    sigma = float(torch.linalg.svdvals(dense)[0])
-    assert bound <= sigma * (1 + 1e-9) + 1e-300
 
 
 def test_gram_bound_replaces_the_fourier_excess_of_strided_layers(
