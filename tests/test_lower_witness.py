@@ -28,12 +28,13 @@ from torch import nn
 from tightlip import lower_bound
 from tightlip.bounds import check_lower
 from tightlip.bounds.exact import exact_lipschitz_by_regions
-from tightlip.bounds.lower import jacobian_operator_norm
+from tightlip.bounds.lower import jacobian_operator_norm, network
 from tightlip.bounds.lower.forward_error import ErrorBoundedNetwork
 from tightlip.bounds.lower.kinks import chain_pieces
 from tightlip.bounds.lower.options import DEFAULT_TIME_LIMIT, GradientOptions
 from tightlip.bounds.lower.witness import WITNESS_LIST_LIMIT, interior_values
 from tightlip.certificate import Certificate
+from tightlip.convolution.operators import Conv2dOperator
 from tightlip.errors import BadArgumentError, SoundnessError
 from tightlip.eval.report import LOWER_WITNESS_FILE, write_metrics
 from tightlip.layers import make_activation
@@ -254,6 +255,42 @@ def test_forward_error_bound_covers_a_60_digit_evaluation(activation: str) -> No
             assert error <= float(evaluation.output_error[b, i])
 
 
+def _cancelling_chain(reading: str, depth: int = 8, width: int = 64) -> LayerChain:
+    """``depth`` random orthogonal maps with |·| between: ``‖W‖₂ = 1`` but ``‖|W|‖_∞ ≈ 6``, as
+    in a Sandwich chain's cancelling full-map convolutions. ``reading="matrix-free"`` holds
+    each map as a 1×1 convolution on 64 channels, read through its operator."""
+    generator = torch.Generator().manual_seed(0)
+    steps: list[AffineStep | ActivationStep] = []
+    for i in range(depth):
+        q, _ = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.float64))
+        operator = q
+        if reading == "matrix-free":
+            operator = Conv2dOperator(q.reshape(width, width, 1, 1), (width, 1, 1))
+        steps.append(AffineStep(operator, name=f"q{i}"))
+        if i < depth - 1:
+            steps.append(ActivationStep(make_activation("abs")))
+    return LayerChain(tuple(steps))
+
+
+@pytest.mark.parametrize("reading", ["dense", "matrix-free"])
+def test_cancelling_layers_keep_a_small_sound_error_bound(reading: str, monkeypatch) -> None:
+    """Carried through ``|W|`` alone, the error bound would grow ~6× per layer (to ~10⁻⁸ here);
+    the normwise companion carries it through ``‖W‖₂ = 1``. Still ≥ the exact error."""
+    monkeypatch.setattr(network, "SEARCH_DENSE_ENTRIES", 0)
+    chain = _cancelling_chain(reading)
+    assert all(network.is_matrix_free(s) == (reading == "matrix-free") for s in chain.affine_steps)
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    evaluation = ErrorBoundedNetwork(chain)(x)
+    assert float(evaluation.output_error.max()) < 1e-11
+    for b in range(2):
+        *pre, out = _exact_forward(chain, x[b])
+        computed = [*evaluation.pre_activations, evaluation.output]
+        bounds = [*evaluation.pre_errors, evaluation.output_error]
+        for exact, z, e in zip([*pre, out], computed, bounds, strict=True):
+            for i, value in enumerate(exact):
+                assert abs(Fraction(float(z[b, i])) - value) <= Fraction(float(e[b, i]))
+
+
 @pytest.mark.parametrize("activation", ["relu", "abs", "crelu", "maxmin"])
 @pytest.mark.parametrize("norm", NORMS)
 def test_interior_witness_ball_has_one_pattern_and_secants_inside_equal_the_value(
@@ -454,6 +491,8 @@ def test_jacobian_witness_survives_tiny_jacobians_and_eigensolver_failures(monke
     monkeypatch.setattr(torch.linalg, "eigh", failing_eigh)
     for wide in (jac, jac.transpose(1, 2)):
         values, v = matrix_norm_witness(wide, "2")
-        assert torch.allclose(torch.linalg.vector_norm(v, dim=-1), torch.ones(8, dtype=torch.float64))
+        assert torch.allclose(
+            torch.linalg.vector_norm(v, dim=-1), torch.ones(8, dtype=torch.float64)
+        )
         assert torch.all(values <= exact * (1 + 1e-12))
         assert torch.all(values >= exact * (1 - 1e-9))

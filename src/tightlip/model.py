@@ -32,7 +32,7 @@ the rounding error.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -420,7 +420,9 @@ class LayerChain:
         """Whether every affine step's dense matrix is exact (no rounded merged product)."""
         return all(s.exact for s in self.affine_steps)
 
-    def jacobian_error_bound(self, norm: NormName) -> float:
+    def jacobian_error_bound(
+        self, norm: NormName, through_factors: Callable[[AffineStep], bool] | None = None
+    ) -> float:
         """A float ``≥ ‖J(x) − Ĵ(x)‖_{p→p}`` for every ``x``; 0 when the chain is :attr:`exact`.
 
         ``J(x) = W_L D_{L−1} W_{L−1} ⋯ D_1 W_1`` is the Jacobian of the network, with ``D_j``
@@ -434,10 +436,17 @@ class LayerChain:
         A verifier whose bound holds for every ``Ŵ_L Λ ⋯ Λ Ŵ_1`` with ``Λ`` in its class of
         activation Jacobians (the trivial bound, the slope-restricted SDP methods) stays sound
         for the true network when this is added to its value.
+
+        ``through_factors(step)``: the steps that the caller applies through their exact factors
+        (a matrix-free merged step), so that ``Ŵ_k = W_k`` and ``e_k = 0`` for them (their
+        dense product is never formed).
         """
         if self.exact:
             return 0.0
-        errors = [s.error_bound(norm) for s in self.affine_steps]
+        errors = [
+            0.0 if through_factors is not None and through_factors(s) else s.error_bound(norm)
+            for s in self.affine_steps
+        ]
         steps = zip(self.affine_steps, errors, strict=True)
         sizes = [round_up(s.certified_norm(norm) + e) for s, e in steps]
         lipschitz = product_rounded_up(s.activation.lipschitz(norm) for s in self.activation_steps)
@@ -515,6 +524,7 @@ class LayerChain:
 # --------------------------------------------------------------------------------------------
 # torch.nn.Module → LayerChain
 # --------------------------------------------------------------------------------------------
+
 
 def to_chain(
     model: nn.Module | LayerChain, input_shape: tuple[int, ...] | None = None

@@ -12,7 +12,8 @@ operator, never its type.
   whose results are re-evaluated through ``apply`` before they are reported; the function
   :func:`fast_apply` falls back to ``apply``;
 * ``certified_norm(p)``: a float64 number ``≥ ‖A‖_{p→p}``, rounding included, with the error
-  model of :mod:`tightlip.norms` (what the trivial bound multiplies);
+  model of :mod:`tightlip.norms` (what the trivial bound multiplies); optionally
+  ``quick_certified_norm(p)``, a cheaper and possibly looser one (:func:`quick_certified_norm`);
 * ``dense(max_entries)``: the matrix, when it is asked for and has at most ``max_entries``
   entries (else :class:`~tightlip.errors.MethodNotApplicableError` naming the size). When
   ``exact_dense`` is ``False`` the matrix is a *rounded* one, and ``dense_error()`` bounds
@@ -126,6 +127,15 @@ def fast_apply(operator: LinearOperator, h: torch.Tensor) -> torch.Tensor:
     """
     fast = getattr(operator, "fast_apply", None)
     return fast(h) if callable(fast) else operator.apply(h)
+
+
+def quick_certified_norm(operator: LinearOperator, norm: NormName) -> float:
+    """A certified ``‖A‖_{p→p}`` by the operator's ``quick_certified_norm`` when it has one (a
+    convolution's Fourier and Schur bounds, without the costlier exact refinements), else by
+    ``certified_norm``; the norm already computed is used when there is one. Sound either way,
+    possibly looser: for error propagation, where a few per cent do not matter."""
+    quick = getattr(operator, "quick_certified_norm", None)
+    return quick(norm) if callable(quick) else operator.certified_norm(norm)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ witness (:func:`tightlip.bounds.check_lower`) in another process, whose BLAS may
 order, then still certifies at least the reported value.
 
 A matrix-free step (a large convolution) gets ``‖|W|‖_p`` from its ``abs_operator()`` (the
-convolution with ``|K|``, whose matrix is ``|W|`` exactly) by that operator's certified norm.
+convolution with ``|K|``, whose matrix is ``|W|`` exactly) by that operator's certified norm;
+a merged one is applied through its exact factors, so it adds no merged-layer error (and its
+dense product, 12 544² entries for a Sandwich chain, is never formed).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def rounding_margin(chain: LayerChain, norm: NormName) -> float:
         + [step.activation.lipschitz(norm) for step in chain.activation_steps]
     )
     return math.nextafter(
-        2.0 * gamma(length) * product + chain.jacobian_error_bound(norm), math.inf
+        2.0 * gamma(length) * product + chain.jacobian_error_bound(norm, is_matrix_free),
+        math.inf,
     )
 
 
