@@ -98,7 +98,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=256,
         help="batch size of every baseline (256: the LBDN reference code's default)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data split and training seed")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated training seeds (e.g. 0,1,2): every method is trained once per "
+        "seed on the same data, and the table shows mean ± std over them (default: --seed)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -147,6 +153,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-bias", dest="bias", action="store_false", help="bias-free tightlip layers"
     )
     tl.add_argument("--lr", type=float, default=None, help="tightlip lr (TrainConfig default)")
+    tl.add_argument("--optimizer", default=None, help="tightlip optimizer: adam or muon")
+    tl.add_argument(
+        "--rescale-layers",
+        action="store_true",
+        default=None,
+        help="tightlip: reset every layer to estimated norm 1 after each step",
+    )
+    tl.add_argument(
+        "--tightlip-epochs", type=int, default=0, help="tightlip's own epochs (0: use --epochs)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.train_limit = args.train_limit or 2000
@@ -156,6 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lower_seconds = min(args.lower_seconds, 5.0)
     if args.test_limit == 0:
         args.test_limit = None
+    args.seed_list = (
+        [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
+    )
     if args.arch == "conv":
         args.arch = CONV_ARCH
     if args.methods is None:
@@ -219,8 +238,21 @@ def method_settings(name: str, spec: ModelSpec, args: argparse.Namespace) -> Set
             penalty=args.penalty,
             penalty_weight=args.penalty_weight,
             lr=args.lr,
+            optimizer=args.optimizer,
+            rescale_layers=args.rescale_layers,
+            epochs=args.tightlip_epochs or args.epochs,
         )
     return merge_settings(name, explicit=explicit)
+
+
+def _model_folder(name: str, args: argparse.Namespace) -> str:
+    """``METHOD``, or ``METHOD-seedN`` when several seeds are trained."""
+    return name if len(getattr(args, "seed_list", [])) <= 1 else f"{name}-seed{args.seed}"
+
+
+def replace_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """``args`` with another training seed (the data split stays that of ``--seed``)."""
+    return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
 def run_method(
@@ -236,7 +268,7 @@ def run_method(
         data.train_x,
         data.train_y,
         options=settings.options,
-        out_dir=None if args.save_models is None else args.save_models / name,
+        out_dir=None if args.save_models is None else args.save_models / _model_folder(name, args),
         progress=False,
     )
     model = result.model
@@ -273,6 +305,29 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def group_by_method(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows of each method together (several seeds), in the order methods first appear."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["method"], []).append(row)
+    return list(groups.values())
+
+
+def _spread(
+    group: list[dict[str, Any]],
+    value: Any,
+    scale: float = 100.0,
+    spec: str = ".1f",
+) -> str:
+    """``mean`` of ``value(row)`` over the group, ``mean ± std`` (sample std) for several."""
+    values = [scale * float(value(row)) for row in group]
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return format(mean, spec)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{format(mean, spec)} ± {format(std, spec)}"
+
+
 def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
     keys = [radius_key(r) for r in RADII]
     network = f"conv nets `{header['arch']}`" if header.get("arch") else "MLPs"
@@ -303,17 +358,24 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any
         + " | upper L | lower L | upper/lower | batch | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for group in group_by_method(rows):
+        row = group[0]
+        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
         lines.append(
-            f"| {row['method']} | {_pct(row['clean_accuracy'])} | "
-            + " / ".join(_pct(row["certified_global"][k]) for k in keys)
+            f"| {row['method']}{seeds} | {_spread(group, lambda r: r['clean_accuracy'])} | "
+            + " / ".join(_spread(group, lambda r, k=k: r["certified_global"][k]) for k in keys)
             + " | "
-            + " / ".join(_pct(row["certified_best"][k]) for k in keys)
+            + " / ".join(_spread(group, lambda r, k=k: r["certified_best"][k]) for k in keys)
             + " | "
-            + " / ".join(_pct(row["pgd_accuracy"].get(k, float("nan"))) for k in keys)
-            + f" | {row['lipschitz_upper']:.4g} | {row['lipschitz_lower']:.4g} | "
-            f"{row['tightness']:.3g} | {row['train_config']['batch_size']} | "
-            f"{row['seconds_per_epoch']:.1f} |"
+            + " / ".join(
+                _spread(group, lambda r, k=k: r["pgd_accuracy"].get(k, float("nan")))
+                for k in keys
+            )
+            + f" | {_spread(group, lambda r: r['lipschitz_upper'], 1, '.4g')} | "
+            f"{_spread(group, lambda r: r['lipschitz_lower'], 1, '.4g')} | "
+            f"{_spread(group, lambda r: r['tightness'], 1, '.3f')} | "
+            f"{row['train_config']['batch_size']} | "
+            f"{_spread(group, lambda r: r['seconds_per_epoch'], 1, '.1f')} |"
         )
     lines += [
         "",
@@ -360,12 +422,12 @@ def merge_runs(paths: list[Path], out: Path) -> Path:
                     f"{path} has {key}={doc['header'].get(key)!r} but {paths[0]} has "
                     f"{first.get(key)!r}: rows of different settings do not share a table"
                 )
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
     for path, doc in zip(paths, docs, strict=True):
-        for row in doc["rows"]:
-            if row["method"] in rows:
-                _refuse(f"method {row['method']!r} appears twice ({path})")
-            rows[row["method"]] = row
+        for method, group in ((g[0]["method"], g) for g in group_by_method(doc["rows"])):
+            if method in rows:
+                _refuse(f"method {method!r} appears twice ({path})")
+            rows[method] = group
     order = [m for m in CONV_METHODS if m in rows] + [m for m in rows if m not in CONV_METHODS]
     header = dict(first)
     header["command"] = "; ".join(
@@ -377,7 +439,7 @@ def merge_runs(paths: list[Path], out: Path) -> Path:
     stem = "leaderboard" + ("_conv" if first.get("arch") else "")
     stem += "_validation" if first.get("evaluated_on") == "validation" else ""
     out.mkdir(parents=True, exist_ok=True)
-    merged = [rows[m] for m in order]
+    merged = [row for m in order for row in rows[m]]
     target = out / f"{stem}.json"
     target.write_text(
         json.dumps({"header": header, "deviations": deviations(), "rows": merged}, indent=2)
@@ -421,9 +483,11 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     rows = []
-    for name in args.methods.split(","):
-        print(f"== {name}", flush=True)
-        row = run_method(name, spec, args, data, evaluation)
+    runs = [(name, seed) for name in args.methods.split(",") for seed in args.seed_list]
+    for name, seed in runs:
+        print(f"== {name} (seed {seed})", flush=True)
+        row = run_method(name, spec, replace_seed(args, seed), data, evaluation)
+        row["seed"] = seed
         print(
             json.dumps(
                 {
@@ -464,10 +528,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.update and previous.is_file():
         old = json.loads(previous.read_text())
         fresh = {row["method"] for row in rows}
-        kept = {row["method"]: row for row in old["rows"] if row["method"] not in fresh}
-        order = [m for m in CONV_METHODS if m in kept or m in fresh]
-        by_name = {**kept, **{row["method"]: row for row in rows}}
-        rows = [by_name[m] for m in order]
+        kept = [row for row in old["rows"] if row["method"] not in fresh]
+        order = [m for m in CONV_METHODS if m in fresh or any(r["method"] == m for r in kept)]
+        order += [m for m in dict.fromkeys(r["method"] for r in kept + rows) if m not in order]
+        rows = [row for m in order for row in (*kept, *rows) if row["method"] == m]
         header["command"] = f"{old['header']['command']}; then {header['command']}"
     (args.out / f"{stem}.json").write_text(
         json.dumps({"header": header, "deviations": deviations(), "rows": rows}, indent=2)

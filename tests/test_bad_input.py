@@ -52,6 +52,12 @@ def assert_one_line_error(result, *words: str) -> None:
         (["train", "--batch-size", "0"], ["batch size"]),
         (["train", "--activation", "[red]nope"], ["[red]nope", "abs"]),
         (["train", "--method", "[bold]x"], ["[bold]x", "sandwich"]),
+        (["train", "--arch", ""], ["architecture", "no layer"]),
+        (["train", "--arch", "c16k3,"], ["c16k3,", "empty layer"]),
+        (["train", "--arch", "c16k3,,f10"], ["c16k3,,f10", "empty layer"]),
+        (["run", "--arch", " "], ["no layer"]),
+        (["train", "--optimizer", "sgd"], ["optimizer", "sgd", "muon"]),
+        (["train", "--rescale-layers", "--activation", "sincos"], ["positively homogeneous"]),
     ],
 )
 def test_training_options_refused_in_one_line(tmp_path, args, words) -> None:

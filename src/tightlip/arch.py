@@ -87,9 +87,13 @@ _DENSE = re.compile(r"f(\d+)")
 
 def parse_arch(text: str) -> tuple[Layer, ...]:
     """The layers of an architecture string (module docstring); one clear error per bad token."""
-    tokens = [t for t in text.replace(" ", "").lower().split(",") if t]
-    if not tokens:
-        raise BadArgumentError(f"architecture {text!r} has no layer")
+    if not text.strip():
+        raise BadArgumentError("architecture '' has no layer (e.g. c32k3,c32k4s2,f512)")
+    tokens = text.replace(" ", "").lower().split(",")
+    if "" in tokens:
+        raise BadArgumentError(
+            f"architecture {text!r} has an empty layer (a leading, trailing or doubled comma)"
+        )
     layers: list[Layer] = []
     for token in tokens:
         layers.append(_parse_token(token, text))

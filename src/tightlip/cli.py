@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tightlip.arch import parse_arch
 from tightlip.bounds import upper_methods
 from tightlip.bounds.portfolio import portfolio
 from tightlip.bounds.portfolio import skipped as skipped_certificate
@@ -316,7 +317,7 @@ def run(
             "norm": norm,
             "activation": activation,
             "widths": _parse_numbers(widths, int, "widths"),
-            "arch": arch,
+            "arch": _checked_arch(arch),
             "epochs": epochs,
             "seed": seed,
         }
@@ -408,6 +409,18 @@ def train(
         float | None,
         typer.Option(help="ℓ1/ℓ∞: relative log-sum-exp temperature of the norm (default 0 = max)"),
     ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(help="adam, or muon: spectral-norm steps on every layer (default adam)"),
+    ] = None,
+    rescale_layers: Annotated[
+        bool | None,
+        typer.Option(
+            "--rescale-layers/--no-rescale-layers",
+            help="tightlip: reset every layer to estimated norm 1 after each step (homogeneous "
+            "activations only)",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="default 0")] = None,
     resume: ResumeOption = False,
     override: OverrideOption = False,
@@ -435,7 +448,7 @@ def train(
             "norm": norm,
             "activation": activation,
             "widths": _parse_numbers(widths, int, "widths"),
-            "arch": arch,
+            "arch": _checked_arch(arch),
             "bias": bias,
             "epochs": epochs,
             "batch_size": batch_size,
@@ -447,6 +460,8 @@ def train(
             "margin_epsilon": margin_epsilon,
             "temperature": temperature,
             "smooth_max": smooth_max,
+            "optimizer": optimizer,
+            "rescale_layers": rescale_layers,
             "seed": seed,
             "radii": _parse_numbers(radii, float, "radii"),
             "attack_limit": attack_limit,
@@ -684,6 +699,14 @@ def _load_checkpoint(path: Path) -> Checkpoint:
     for note in checkpoint.notes:
         err_console.print(f"note: {escape(note)}", soft_wrap=True)
     return checkpoint
+
+
+def _checked_arch(arch: str | None) -> str | None:
+    """``--arch`` as given, after :func:`tightlip.arch.parse_arch` has read it: an empty string
+    or an empty layer (``c16k3,``) is refused rather than read as the default MLP."""
+    if arch is not None:
+        parse_arch(arch)
+    return arch
 
 
 def _load_model_file(path: Path, architecture: str | None) -> LoadedModel:

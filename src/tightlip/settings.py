@@ -21,6 +21,7 @@ from typing import Any
 
 from tightlip.errors import BadArgumentError
 from tightlip.eval.config import EvalConfig
+from tightlip.layers.activation import make_activation
 from tightlip.methods import METHODS
 from tightlip.model import ModelSpec
 from tightlip.registry import Registry
@@ -119,6 +120,14 @@ class Settings:
     preset: str | None = None
     quick: bool = False
     origin: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train.rescale_layers:
+            if not make_activation(self.spec.activation).positively_homogeneous:
+                raise BadArgumentError(
+                    "--rescale-layers needs positively homogeneous activations (abs, relu, "
+                    f"maxmin, ...); {self.spec.activation} is not"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from typing import Any
 from tightlip.errors import BadArgumentError
 from tightlip.norms import NormName, parse_norm
 from tightlip.train.losses import LOSSES
+from tightlip.train.optimizers import OPTIMIZERS
 from tightlip.train.penalty import PENALTY_FORMS, PenaltyForm
 
 LR_SCHEDULES = ("cosine", "constant")
@@ -39,6 +40,8 @@ class TrainConfig:
     temperature: float = 0.25
     power_iterations: int = 2
     smooth_max: float = 0.0  # ℓ1 / ℓ∞: relative log-sum-exp temperature of the row/column max
+    optimizer: str = "adam"  # "adam", or "muon": spectral-norm steps (tightlip.train.optimizers)
+    rescale_layers: bool = False  # tightlip: reset every layer to estimated norm 1 after each step
 
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm)
@@ -53,6 +56,10 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise BadArgumentError(
                 f"unknown lr schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise BadArgumentError(
+                f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"
             )
         if self.penalty not in PENALTY_FORMS:
             raise BadArgumentError(

@@ -59,6 +59,7 @@ from tightlip.train.checkpoint import (
 )
 from tightlip.train.config import TrainConfig
 from tightlip.train.objectives import Objective
+from tightlip.train.optimizers import make_optimizer
 
 
 @dataclass
@@ -212,7 +213,7 @@ def train(
     model.to(place)
     objective.to(place)
     train_x, train_y = train_x.to(place), train_y.to(place)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.optimizer, config.lr)
     start_epoch, history, train_seconds = 0, [], 0.0
     changes: dict[str, dict[str, Any]] = {}
     if resume:
@@ -267,6 +268,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            objective.after_step()
             if context.enabled:
                 totals["loss"] += share * float(unscaled)
                 totals["acc"] += share * stats.get("acc", 0.0)

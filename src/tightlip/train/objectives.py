@@ -23,7 +23,7 @@ from torch import nn
 
 from tightlip.train.config import TrainConfig
 from tightlip.train.losses import LossContext, classification_loss
-from tightlip.train.penalty import TrivialBoundEstimator, bound_penalty
+from tightlip.train.penalty import TrivialBoundEstimator, bound_penalty, check_rescalable
 
 Stats = dict[str, float]
 
@@ -33,6 +33,9 @@ class Objective(nn.Module):
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the loop before epoch ``epoch`` (0-based), also after a resume."""
+
+    def after_step(self) -> None:
+        """Called by the loop after every optimiser step (e.g. to rescale the layers)."""
 
     def forward(  # type: ignore[override]
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -57,6 +60,12 @@ class PenalizedObjective(Objective):
             seed=config.seed,
             smooth_max=config.smooth_max,
         )
+        if config.rescale_layers:
+            check_rescalable(model)
+
+    def after_step(self) -> None:
+        if self.config.rescale_layers:
+            self.estimator.rescale_layers_()
 
     def forward(  # type: ignore[override]
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tightlip.errors import ModelShapeError
+from tightlip.errors import BadArgumentError, ModelShapeError
+from tightlip.layers.activation import Activation
 from tightlip.norms import NormName
 
 PenaltyForm = Literal["log", "hinge", "none"]
@@ -328,6 +329,35 @@ class TrivialBoundEstimator(nn.Module):
                 )
         return norms
 
+    @torch.no_grad()
+    def rescale_layers_(self) -> None:
+        """Rescale every layer in place to estimated norm 1, keeping ``f / L̂`` unchanged.
+
+        Layer ``i`` (in forward order) is multiplied by ``c_i = 1 / σ̂_i`` (``σ̂_i`` the current
+        estimate of ``‖A_i‖_{p→p}``: ``uᵀ A_i v`` in ℓ2, the largest abs-sum in ℓ1 / ℓ∞) and
+        its bias by ``c_1 ⋯ c_i``. With positively homogeneous activations and pooling
+        (``σ(c z) = c σ(z)``, checked by :func:`check_rescalable`) the network becomes
+        ``(∏ c_i) f`` and its estimate ``(∏ c_i) L̂``, so the normalised logits ``f / L̂`` that
+        the margin losses read are unchanged: only the weights' scale is reset. Under a
+        spectral-step optimiser (:class:`~tightlip.train.optimizers.Muon`) this keeps its step
+        ``η`` a fixed *relative* change of every factor of the bound, instead of one that
+        shrinks as the weights grow (issue 19's measurement: 56.7 % against 53.6 % certified at
+        1.58 on validation). Nothing here is a certificate: the sound bound is recomputed
+        from the actual weights.
+        """
+        cumulative = 1.0
+        for i, layer in enumerate(self._layers):
+            if self.norm == "2":
+                u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+                estimate = torch.dot(u.flatten(), self._forward_map(i, layer.weight, v).flatten())
+            else:
+                estimate = self._abs_sums(i).max()
+            factor = 1.0 / max(float(estimate.abs()), 1e-12)
+            cumulative *= factor
+            layer.weight.mul_(factor)
+            if layer.bias is not None:
+                layer.bias.mul_(cumulative)
+
     def last_weight(self) -> torch.Tensor:
         """The weight of the final linear layer (the read-out ``W_L``)."""
         last = self._layers[-1]
@@ -367,6 +397,26 @@ class TrivialBoundEstimator(nn.Module):
         ones = torch.ones(1, *in_shape, dtype=weight.dtype, device=weight.device)
         frobenius = _conv(layer, ones, weight.square()).sum().sqrt()
         return frobenius / math.sqrt(min(math.prod(in_shape), math.prod(out_shape)))
+
+
+def check_rescalable(model: nn.Module) -> None:
+    """Refuse :meth:`TrivialBoundEstimator.rescale_layers_` for a model it would change.
+
+    Rescaling keeps ``f / L̂`` only when every activation is positively homogeneous and the
+    layers are applied in ``model.modules()`` order (a ``Sequential`` chain, as
+    :func:`tightlip.build_model` builds; a fixed input normalisation in front is affine before
+    the first layer and commutes with the rescaling).
+    """
+    others = [
+        type(m).__name__
+        for m in model.modules()
+        if isinstance(m, Activation) and not m.positively_homogeneous
+    ]
+    if others:
+        raise BadArgumentError(
+            "--rescale-layers needs positively homogeneous activations (abs, relu, maxmin, ...); "
+            f"this model has {', '.join(sorted(set(others)))}"
+        )
 
 
 def _needs_shape(module: nn.Module) -> bool:
