@@ -65,3 +65,27 @@ def test_wrong_bound_is_caught_by_the_attack() -> None:
             pgd_steps=30,
             pgd_restarts=2,
         )
+
+
+def test_backbone_of_a_wide_conv_network_is_matrix_free(monkeypatch) -> None:
+    """Issue 21: ``--arch c16k3`` ended the last-layer certificate in ``torch.eye(25088)``
+    (5 GB); the backbone's read-out is now the matrix-free identity, never densified."""
+    import tightlip as t
+    from tightlip.eval.certify import certified_radii
+    from tightlip.model import to_chain
+    from tightlip.operators import Identity
+
+    spec = t.ModelSpec(input_dim=784, arch="c32k3", num_classes=10, activation="sincos")
+    chain = to_chain(t.build_model(spec).eval())
+    backbone = chain.backbone()
+    assert backbone is not None
+    read_out = backbone.steps[-1].operator
+    assert isinstance(read_out, Identity) and read_out.in_features == 2 * 32 * 28 * 28
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the backbone's identity was densified")
+
+    monkeypatch.setattr(Identity, "dense", refuse)
+    x, y = torch.rand(3, 784), torch.tensor([0, 1, 2])
+    margins = certified_radii(chain, x, y, "2", t.upper_bound(chain, "2").value)
+    assert margins is not None

@@ -489,13 +489,15 @@ class LayerChain:
         """Everything but the last affine step followed by an identity read-out, or ``None``.
 
         Used by the last-layer-exact certificate: f = W_L ∘ g, with g the backbone. Returned as
-        a chain whose final affine step is the identity so that it stays a valid chain.
+        a chain whose final affine step is the identity so that it stays a valid chain. The
+        identity is matrix-free (:class:`~tightlip.operators.Identity`): a backbone that ends in
+        a convolution has tens of thousands of features, and ``torch.eye`` of 25 088 is 5 GB.
         """
         if self.depth < 2:
             return None
         head = self.steps[:-1]
         width = self.steps[-1].in_features
-        identity = AffineStep(torch.eye(width, dtype=torch.float64), name="identity")
+        identity = AffineStep(Identity(width), name="identity")
         return LayerChain(head + (identity,), self.metadata)
 
     # --- evaluation --------------------------------------------------------------------------
