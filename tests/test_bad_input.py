@@ -183,3 +183,44 @@ def test_certify_output_dir_is_new_every_time(tmp_path) -> None:
     first.mkdir()
     second = certify_output_dir(checkpoint, None, force=False, now=0.0)
     assert second.name == first.name + "-1"
+
+
+def _output_path_cases(tmp_path):
+    """(args, words) for every output path that cannot be written (issue 21, item 2)."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("the user's notes\n")
+    a_dir = tmp_path / "a_dir"
+    a_dir.mkdir()
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "report.md").write_text("the user's own report\n")
+    _small_checkpoint(tmp_path / "run" / "checkpoint")
+    checkpoint = str(tmp_path / "run" / "checkpoint")
+    return [
+        (["train", "--quick", "--out", str(a_file)], ["notes.txt", "is a file"]),
+        (["run", "--quick", "--out", str(a_file)], ["notes.txt", "is a file"]),
+        (["train", "--quick", "--out", str(a_file / "x")], ["notes.txt", "is a file"]),
+        (["certify", checkpoint, "--quick", "--out", str(a_file)], ["notes.txt", "is a file"]),
+        (["bound", checkpoint, "--method", "trivial", "--json", str(a_dir)], ["a_dir", "directory"]),
+        (["export", checkpoint, str(a_dir / "m.onnx"), "--force"], []),
+        (["train", "--quick", "--out", str(own)], ["report.md"]),
+        (["train", "--nproc", "2", "--nnodes", "x", "--rdzv-endpoint", "localhost:29400",
+          "--out", str(tmp_path / "ddp")], ["--nnodes", "'x'"]),
+        (["train", "--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "localhost",
+          "--out", str(tmp_path / "ddp")], ["--rdzv-endpoint", "HOST:PORT"]),
+        (["train", "--nproc", "2", "--out", str(a_file)], ["notes.txt", "is a file"]),
+    ]
+
+
+def test_every_output_path_is_checked_before_any_work(tmp_path) -> None:
+    """A file named as an output directory, a directory named as an output file, a user's own
+    report, and a malformed launch are each refused in one line, and nothing is touched."""
+    cases = _output_path_cases(tmp_path)
+    (tmp_path / "a_dir" / "m.onnx").mkdir()  # export --force onto a directory
+    for args, words in cases:
+        result = runner.invoke(app, args)
+        assert_one_line_error(result, *words)
+    assert (tmp_path / "notes.txt").read_text() == "the user's notes\n"
+    assert (tmp_path / "own" / "report.md").read_text() == "the user's own report\n"
+    assert sorted(p.name for p in (tmp_path / "own").iterdir()) == ["report.md"]
+    assert not (tmp_path / "ddp").exists()

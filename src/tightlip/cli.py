@@ -212,13 +212,37 @@ def _print_presets() -> None:
     console.print(table)
 
 
+#: what a run writes into its output directory
+RUN_OUTPUTS = ("checkpoint", "metrics.json", "report.md", "certified.png")
+
+
+def check_output_path(path: Path, kind: str, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written as ``kind``.
+
+    ``kind`` is ``"directory"`` or ``"file"``: a directory must not be an existing file, a
+    file must not be an existing directory, and the nearest existing ancestor must be a
+    directory (``runs/notes.txt/x`` cannot be created).
+    """
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise BadArgumentError(f"{option} {path} is a file, not a directory")
+    if kind == "file" and path.is_dir():
+        raise BadArgumentError(f"{option} {path} is a directory, not a file")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BadArgumentError(f"{option} {path}: {ancestor} is a file, not a directory")
+
+
 def check_fresh_output(out: Path, *, resume: bool, override: bool, force: bool) -> None:
-    """Refuse to replace an earlier run's checkpoint and results by accident."""
+    """Refuse to replace an earlier run's checkpoint and results (or a user's own
+    ``report.md`` / ``certified.png``) by accident, and an ``--out`` that is not a directory."""
+    check_output_path(out, "directory", "--out")
     if override and not resume:
         raise BadArgumentError("--override applies only with --resume")
     if resume or force:
         return
-    existing = [name for name in ("checkpoint", "metrics.json") if (out / name).exists()]
+    existing = [name for name in RUN_OUTPUTS if (out / name).exists()]
     if existing:
         raise BadArgumentError(
             f"{out} already holds a run ({', '.join(existing)}): choose another --out, "
@@ -441,6 +465,10 @@ def train(
     (``torchrun --nproc-per-node N -m tightlip train ...`` is the same thing).
     """
     if nproc is not None:
+        try:
+            check_fresh_output(out, resume=resume, override=override, force=force)
+        except USER_ERRORS as error:
+            _fail(error)
         _launch(ctx, nproc, nnodes, rdzv_endpoint)
         return
     try:
@@ -674,6 +702,7 @@ def certify_output_dir(
     """
     run_dir = checkpoint_dir.resolve().parent
     if out is not None:
+        check_output_path(out, "directory", "--out")
         if (out / "metrics.json").exists():
             if out.resolve() == run_dir:
                 raise BadArgumentError(
@@ -844,6 +873,8 @@ def bound(
             raise BadArgumentError(f"--lower-seconds must be ≥ 0, got {lower_seconds:g}")
         if timeout < 0:
             raise BadArgumentError(f"--timeout must be ≥ 0, got {timeout:g}")
+        if json_out is not None:
+            check_output_path(json_out, "file", "--json")
         norm_name = parse_norm(norm)
         methods = list(upper_methods()) if method == "all" else [UPPER_BOUNDS.resolve(method)]
         loaded = _load_model_file(ckpt, architecture)
@@ -953,6 +984,7 @@ def export(
     try:
         if out.suffix.lower() != ".onnx":
             raise BadArgumentError(f"the output must be an .onnx file, got {out}")
+        check_output_path(out, "file", "the output")
         if out.exists() and not force:
             raise BadArgumentError(f"{out} exists: pass --force to replace it")
         loaded = _load_model_file(ckpt, architecture)

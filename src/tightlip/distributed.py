@@ -203,6 +203,26 @@ def shutdown(context: Distributed) -> None:
         dist.destroy_process_group()
 
 
+def check_nnodes(nnodes: str) -> None:
+    """``--nnodes``: a positive number of nodes, or ``MIN:MAX`` with 1 ≤ MIN ≤ MAX (torchrun)."""
+    parts = nnodes.split(":")
+    if len(parts) in (1, 2) and all(p.isdigit() and int(p) >= 1 for p in parts):
+        if len(parts) == 1 or int(parts[0]) <= int(parts[1]):
+            return
+    raise BadArgumentError(
+        f"--nnodes {nnodes!r}: expected a number of nodes (2) or a range MIN:MAX (1:4)"
+    )
+
+
+def check_endpoint(endpoint: str) -> None:
+    """``--rdzv-endpoint``: ``HOST:PORT`` with a port in 1 … 65535."""
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise BadArgumentError(
+            f"--rdzv-endpoint {endpoint!r}: expected HOST:PORT, e.g. 127.0.0.1:29400"
+        )
+
+
 def launcher_command(
     program_args: Sequence[str],
     nproc: int,
@@ -221,6 +241,9 @@ def launcher_command(
     """
     if nproc < 1:
         raise BadArgumentError(f"--nproc must be at least 1, got {nproc}")
+    check_nnodes(str(nnodes))
+    if rdzv_endpoint is not None:
+        check_endpoint(rdzv_endpoint)
     command = [
         python or sys.executable,
         "-m",
