@@ -129,3 +129,24 @@ def test_data_where_names_every_place_for_each_dataset(name: str, tmp_path: Path
     assert "user cache" in result.output and "shared copy" in result.output
     given = runner.invoke(app, ["data", "where", name, "--data", str(tmp_path)])
     assert given.exit_code == 0 and given.output.strip() == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    ("method", "kind", "activation"), [("sandwich", "sandwich", "relu"), ("orthogonal", "orthogonal", "maxmin")]
+)
+def test_metrics_record_the_network_that_was_trained(tmp_path: Path, method, kind, activation) -> None:
+    """Issue 21, item 3: a Sandwich or orthogonal run recorded ``activation: sincos, bias:
+    false`` (the default spec) for a network with its own activation and biases."""
+    data = own_data(tmp_path / "data", 40, 10)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", "--method", method, "--dataset", "files", "--data", str(data),
+              "--widths", "8", "--epochs", "1", "--out", str(out), *FAST_EVAL]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["model"]["kind"] == kind
+    assert activation in config["model"]["activation"].lower()
+    assert "sincos" not in config["model"]["activation"].lower()
+    layers = config["network"]["layers"]
+    assert layers[-1]["out_features"] == 2 and layers[-1]["activation"] is None

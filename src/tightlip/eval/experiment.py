@@ -26,12 +26,14 @@ from tightlip.errors import ModelShapeError, SoundnessError
 from tightlip.eval.certify import DEFAULT_RADII, certify, radius_key
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.report import plot_certified_curve, write_metrics, write_report
+from tightlip.interop.describe import layer_lines
 from tightlip.methods import METHODS, Method, fit
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName
 from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings
 from tightlip.threads import uses_library_threads
 from tightlip.train.checkpoint import Checkpoint
+from tightlip.train.loop import TrainResult
 
 
 @dataclass
@@ -231,6 +233,52 @@ def write_outputs(out_dir: Path, metrics: dict[str, Any]) -> None:
 
 def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
     """Train the run's method; returns the model and the training seconds."""
+    result = train_run(run, data)
+    return result.model, result.train_seconds
+
+
+def trained_network(model: nn.Module, description: dict[str, Any], norm: NormName) -> dict[str, Any]:
+    """What was trained, read from the network itself: its model kind and arguments (the
+    checkpoint's description) and one entry per affine layer (kind, sizes, bias, the
+    activation after it). A method builds its own network (Sandwich: ReLU sandwich layers
+    with biases; orthogonal: MaxMin), so the run's model *settings* alone would misdescribe
+    it (issue 21, item 3)."""
+    lines = layer_lines(to_chain(model), norm)
+    return {
+        "kind": description.get("kind"),
+        "arguments": description.get("arguments", {}),
+        "layers": [
+            {
+                "kind": line.kind,
+                "in_features": line.in_features,
+                "out_features": line.out_features,
+                "bias": line.bias,
+                "activation": line.activation,
+            }
+            for line in lines
+        ],
+    }
+
+
+def recorded_model(spec: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
+    """``config.model`` of ``metrics.json``: the spec when the method built the network from it
+    (tightlip's ``mlp`` / ``spec`` kinds), else the built network's own arguments, with the
+    activations and biases read from its layers (a Sandwich run is not "sincos, no bias")."""
+    if network["kind"] in (None, "mlp", "spec"):
+        return spec
+    layers = network["layers"]
+    activations = sorted({str(layer["activation"]) for layer in layers if layer["activation"]})
+    return {
+        "kind": network["kind"],
+        **network["arguments"],
+        "activation": ", ".join(activations),
+        "bias": any(layer["bias"] for layer in layers),
+        "norm": spec.get("norm"),
+    }
+
+
+def train_run(run: RunConfig, data: MnistData) -> TrainResult:
+    """Train the run's method (the model comes back on the CPU)."""
     settings = fit_to_data(run.settings, data)
     result = fit(
         settings.method,
@@ -249,7 +297,8 @@ def build_and_train(run: RunConfig, data: MnistData) -> tuple[nn.Module, float]:
         device=run.device,
         distributed=run.distributed,
     )
-    return result.model.cpu(), result.train_seconds
+    result.model = result.model.cpu()
+    return result
 
 
 def run_experiment(run: RunConfig) -> dict[str, Any]:
@@ -262,11 +311,16 @@ def run_experiment(run: RunConfig) -> dict[str, Any]:
         run.data_dir, run.settings.quick, run.settings.train.seed, run.dataset, run.verify
     )
     settings = fit_to_data(run.settings, data)
-    model, train_seconds = build_and_train(run, data)
+    result = train_run(run, data)
+    model, train_seconds = result.model, result.train_seconds
     if not run.distributed.is_main:
         return {}
+    model.eval()
+    network = trained_network(model, result.description, settings.spec.norm)
     config = {
         **settings.to_dict(),
+        "model": recorded_model(settings.spec.to_dict(), network),
+        "network": network,
         "train_examples": int(data.train_x.shape[0]),
         "dataset": data.dataset,
         "data_dir": str(data.data_dir) if data.data_dir else None,

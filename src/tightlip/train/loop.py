@@ -68,6 +68,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
     epochs_run: int = 0
+    #: the model description that rebuilds the trained network (what the checkpoint stores)
+    description: dict[str, Any] = field(default_factory=dict)
 
 
 def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -323,7 +325,9 @@ def train(
                 extra_tensors=extra,
             )
     model.eval()
-    return TrainResult(model, history, train_seconds, epochs_run=len(history))
+    return TrainResult(
+        model, history, train_seconds, epochs_run=len(history), description=model_description or {}
+    )
 
 
 def _rank_slice(
