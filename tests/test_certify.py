@@ -89,3 +89,32 @@ def test_backbone_of_a_wide_conv_network_is_matrix_free(monkeypatch) -> None:
     x, y = torch.rand(3, 784), torch.tensor([0, 1, 2])
     margins = certified_radii(chain, x, y, "2", t.upper_bound(chain, "2").value)
     assert margins is not None
+
+
+def test_sandwich_last_layer_certificate_uses_its_own_backbone_bound() -> None:
+    """Issue 21, item 4: a Sandwich model's last-layer certificate read 0 % because the chain
+    merges the last output map into the head; its read-out (√γ·B, backbone ≈ √γ) certifies."""
+    from tightlip.eval.certify import certified_radii
+    from tightlip.methods import METHODS
+    from tightlip.model import to_chain
+    from tightlip.models.sandwich import SandwichMLP
+
+    torch.manual_seed(0)
+    model = SandwichMLP(12, (16, 16), 3).eval()
+    chain = to_chain(model)
+    x = torch.rand(40, 12)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    weight, backbone = METHODS.get("sandwich").read_out(model, "2")
+    assert backbone <= 1.0 + 1e-6  # √γ·∏c with γ = 1
+    upper = METHODS.get("sandwich").certified_bound(model, "2").value
+    own = certified_radii(chain, x, y, "2", upper, read_out=(weight, backbone))
+    from_chain = certified_radii(chain, x, y, "2", upper)
+    counts = []
+    for r in (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3):
+        mine, theirs = own.certified(r, "last_layer"), from_chain.certified(r, "last_layer")
+        # never looser than the global certificate (‖w_y − w_j‖ ≤ √2‖W‖, L_g‖W‖ ≤ L)
+        assert bool((own.certified(r, "global") <= mine).all())
+        counts.append((int(mine.sum()), int(theirs.sum())))
+    assert all(mine >= theirs for mine, theirs in counts)
+    assert any(mine > theirs for mine, theirs in counts), counts

@@ -141,11 +141,15 @@ def certified_radii(
     norm: NormName,
     lipschitz_upper: float,
     backbone_upper: float | None = None,
+    read_out: tuple[torch.Tensor, float] | None = None,
 ) -> Margins:
     """Largest certified radius of every example under both certificates.
 
     ``lipschitz_upper`` must be a sound upper bound on Lip_p(f); ``backbone_upper`` one on the
     backbone (all but the last affine layer). The latter defaults to its trivial bound.
+    ``read_out = (W, L_g)`` replaces both for the last-layer certificate by another
+    factorisation ``f = W ∘ g + b`` with ``Lip(g) ≤ L_g`` (exact float64 ``W``), one the model
+    knows by construction (:attr:`tightlip.methods.Method.read_out`).
     """
     if x.shape[0] != y.shape[0]:
         raise ModelShapeError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
@@ -157,11 +161,15 @@ def certified_radii(
     safe_gaps = gaps * (1 - RELATIVE_SLACK) - RELATIVE_SLACK * scale
     others = torch.ones_like(gaps, dtype=torch.bool).scatter(1, y[:, None], False)
 
-    if backbone_upper is None:
-        backbone = chain.backbone()
-        backbone_upper = trivial_bound(backbone, norm).value if backbone is not None else 1.0
-    last = chain.affine_steps[-1].weight  # (C, h)
-    error = chain.affine_steps[-1].weight_error()  # |last − W| ≤ E (non-zero if merged)
+    if read_out is not None:
+        last, backbone_upper = read_out[0].detach().to(torch.float64), read_out[1]
+        error = None
+    else:
+        if backbone_upper is None:
+            backbone = chain.backbone()
+            backbone_upper = trivial_bound(backbone, norm).value if backbone is not None else 1.0
+        last = chain.affine_steps[-1].weight  # (C, h)
+        error = chain.affine_steps[-1].weight_error()  # |last − W| ≤ E (non-zero if merged)
     q_norms = class_pair_distances(last, y, norm, weight_error=error) * (1 + RELATIVE_SLACK)
     global_scale = margin_constant(norm) * lipschitz_upper
     return _margins_from_gaps(correct, safe_gaps, others, global_scale, q_norms * backbone_upper)
@@ -202,6 +210,7 @@ def certify(
     radii: Sequence[float] | None = None,
     *,
     backbone_upper: float | None = None,
+    read_out: tuple[torch.Tensor, float] | None = None,
     other_certificates: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     attack_model=None,
     pgd_steps: int = 50,
@@ -219,7 +228,7 @@ def certify(
     cost).
     """
     radii = tuple(radii if radii is not None else DEFAULT_RADII[norm])
-    margins = certified_radii(chain, x, y, norm, lipschitz_upper, backbone_upper)
+    margins = certified_radii(chain, x, y, norm, lipschitz_upper, backbone_upper, read_out)
     n = x.shape[0]
     masks: dict[str, dict[str, torch.Tensor]] = {
         method: {radius_key(e): margins.certified(e, method) for e in radii}

@@ -155,6 +155,7 @@ def evaluate(
         norm,
         upper.value,
         radii,
+        read_out=chosen.read_out(model, norm) if chosen.read_out is not None else None,
         other_certificates=local,
         attack_model=OnDevice(model, device),
         pgd_steps=evaluation.pgd_steps,

@@ -12,6 +12,10 @@ A method answers everything the harness needs to train and certify it:
 * ``certify_local`` (optional): per-input certification,
   ``(model, x, y, norm, radii) -> {"certified_accuracy": {radius: fraction},
   "certified_mask": {radius: BoolTensor}}``; every such mask is attacked like the global ones;
+* ``read_out`` (optional): ``(model, norm) -> (W_last, L_backbone)`` or ``None``, the
+  factorisation ``f = W_last ∘ g + b`` with a sound ``Lip(g) ≤ L_backbone`` that the
+  last-layer certificate uses when the network knows a better one than its chain's trivial
+  bound (a by-construction backbone, e.g. Sandwich's ≈ √γ);
 * ``defaults``: the method's published settings, as overrides of the built-in defaults
   (:func:`tightlip.config.merge_settings`); keys that are not configuration fields (e.g.
   Sandwich's ``gamma``) are method options passed to ``build`` and ``objective``;
@@ -29,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from tightlip.certificate import Certificate
@@ -43,6 +48,8 @@ Build = Callable[[ModelSpec, TrainConfig, Options], tuple[nn.Module, dict[str, A
 MakeObjective = Callable[[nn.Module, TrainConfig, Options], Objective]
 CertifiedBound = Callable[[nn.Module, NormName], Certificate]
 CertifyLocal = Callable[..., dict[str, Any]]
+#: ``(W_last, L_backbone)`` for the last-layer certificate, or ``None`` to read both from the chain
+ReadOut = Callable[[nn.Module, NormName], "tuple[torch.Tensor, float] | None"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Method:
     objective: MakeObjective
     certified_bound: CertifiedBound
     certify_local: CertifyLocal | None = None
+    read_out: ReadOut | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     #: how this implementation departs from the published method, and why

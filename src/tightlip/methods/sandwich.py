@@ -57,6 +57,13 @@ def certified_bound(model: nn.Module, norm: NormName) -> Certificate:
     return trivial_certificate(model, norm)
 
 
+def read_out(model: nn.Module, norm: NormName) -> tuple[torch.Tensor, float] | None:
+    """ℓ2: the head's matrix and the by-construction backbone bound (≈ √γ); else the chain's."""
+    if norm != "2" or not isinstance(model, SandwichMLP | SandwichConvNet):
+        return None
+    return model.certified_read_out()
+
+
 METHODS.register(
     "sandwich",
     Method(
@@ -64,6 +71,7 @@ METHODS.register(
         build=build,
         objective=objective,
         certified_bound=certified_bound,
+        read_out=read_out,
         defaults={
             "lr": 1e-2,
             "loss": "offset",

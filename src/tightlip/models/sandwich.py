@@ -235,6 +235,17 @@ class SandwichMLP(nn.Module):
         """``(W_last, L_backbone)`` for the GloRo loss: ``f = W_last h + b``, ``Lip(h) ≤ √γ``."""
         return head_weight(self.layers[-1]), (math.sqrt(self.gamma) if self.widths else 1.0)
 
+    def certified_read_out(self) -> tuple[torch.Tensor, float]:
+        """``(W_last, L_backbone)`` for the last-layer certificate, both sound in float64: the
+        head's own matrix ``√γ·B`` and the certified product of the layers before it (≈ √γ).
+
+        The chain merges the last layer's output map into the head, and the trivial bound of
+        the chain's backbone (everything up to the last ReLU) carries ``‖√2 Ψ⁻¹ B‖``, so the
+        last-layer certificate read from the chain was near 0 % (issue 21, item 4)."""
+        head = self.layers[-1]
+        assert isinstance(head, SandwichOutput)
+        return head.weight64(), certified_product(self.layers[:-1])
+
     def description(self) -> dict[str, Any]:
         return {
             "kind": "sandwich",

@@ -394,6 +394,12 @@ class SandwichConvNet(nn.Module):
         """``(W_last, L_backbone)``: ``f = W_last h + b`` with ``Lip(h) ≤ √γ``."""
         return head_weight(self.dense[-1]), math.sqrt(self.gamma)
 
+    def certified_read_out(self) -> tuple[torch.Tensor, float]:
+        """``(W_last, L_backbone)`` sound in float64, as :meth:`SandwichMLP.certified_read_out`."""
+        head = self.dense[-1]
+        assert isinstance(head, SandwichOutput)
+        return head.weight64(), certified_product((*self.convs, *self.dense[:-1]))
+
     def description(self) -> dict[str, Any]:
         return {
             "kind": "sandwich-conv",
