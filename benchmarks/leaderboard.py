@@ -155,10 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tl.add_argument("--lr", type=float, default=None, help="tightlip lr (TrainConfig default)")
     tl.add_argument("--optimizer", default=None, help="tightlip optimizer: adam or muon")
     tl.add_argument(
-        "--rescale-layers",
-        action="store_true",
-        default=None,
-        help="tightlip: reset every layer to estimated norm 1 after each step",
+        "--projection", default=None, help="tightlip: none, rescale or clip after each step"
     )
     tl.add_argument(
         "--tightlip-epochs", type=int, default=0, help="tightlip's own epochs (0: use --epochs)"
@@ -239,7 +236,7 @@ def method_settings(name: str, spec: ModelSpec, args: argparse.Namespace) -> Set
             penalty_weight=args.penalty_weight,
             lr=args.lr,
             optimizer=args.optimizer,
-            rescale_layers=args.rescale_layers,
+            projection=args.projection,
             epochs=args.tightlip_epochs or args.epochs,
         )
     return merge_settings(name, explicit=explicit)

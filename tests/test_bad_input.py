@@ -57,7 +57,8 @@ def assert_one_line_error(result, *words: str) -> None:
         (["train", "--arch", "c16k3,,f10"], ["c16k3,,f10", "empty layer"]),
         (["run", "--arch", " "], ["no layer"]),
         (["train", "--optimizer", "sgd"], ["optimizer", "sgd", "muon"]),
-        (["train", "--rescale-layers", "--activation", "sincos"], ["positively homogeneous"]),
+        (["train", "--projection", "rescale", "--activation", "sincos"], ["positively homogeneous"]),
+        (["train", "--projection", "project"], ["projection", "'project'", "clip"]),
     ],
 )
 def test_training_options_refused_in_one_line(tmp_path, args, words) -> None:

@@ -100,7 +100,69 @@ def test_rescaling_keeps_the_normalised_logits_and_resets_every_estimate(norm) -
 
 def test_rescaling_refuses_an_activation_that_is_not_homogeneous() -> None:
     spec = t.ModelSpec(input_dim=5, widths=(8,), num_classes=2, activation="sincos")
-    config = TrainConfig(rescale_layers=True)
+    config = TrainConfig(projection="rescale")
     x, y = torch.randn(10, 5), torch.randint(0, 2, (10,))
     with pytest.raises(BadArgumentError, match="positively homogeneous"):
         fit("tightlip", spec, config, x, y, progress=False)
+
+
+def test_clipping_projects_onto_the_spectral_ball_keeping_small_singular_values() -> None:
+    from tightlip.train.projections import clip_singular_values
+
+    generator = torch.Generator().manual_seed(2)
+    for shape in ((20, 50), (50, 20), (30, 30)):
+        u, _ = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=generator, dtype=torch.float64))
+        v, _ = torch.linalg.qr(torch.randn(shape[1], shape[1], generator=generator, dtype=torch.float64))
+        k = min(shape)
+        sigma = torch.linspace(0.1, 3.0, k, dtype=torch.float64)
+        w = u[:, :k] @ torch.diag(sigma) @ v[:, :k].T
+        clipped = clip_singular_values(w)
+        expected = u[:, :k] @ torch.diag(sigma.clamp(max=1.0)) @ v[:, :k].T
+        torch.testing.assert_close(clipped, expected, atol=1e-10, rtol=0)
+        # a matrix already inside the ball is unchanged; a repeated spectrum is no problem
+        torch.testing.assert_close(clip_singular_values(clipped), clipped, atol=1e-10, rtol=0)
+
+
+def test_row_projection_onto_the_l1_ball_is_the_nearest_point() -> None:
+    from tightlip.train.projections import project_dense, project_rows_to_l1_ball
+
+    generator = torch.Generator().manual_seed(4)
+    w = torch.randn(12, 9, generator=generator, dtype=torch.float64) * 0.5
+    w[0] *= 0.01  # a row already inside the ball
+    projected = project_rows_to_l1_ball(w)
+    sums = projected.abs().sum(dim=1)
+    assert float(sums.max()) <= 1.0 + 1e-12
+    torch.testing.assert_close(projected[0], w[0])
+    for row, target in zip(w[1:], projected[1:], strict=True):
+        if float(row.abs().sum()) > 1:
+            assert abs(float(target.abs().sum()) - 1.0) < 1e-12
+            # optimality: no random point of the ball is closer
+            for _ in range(50):
+                other = torch.randn(9, generator=generator, dtype=torch.float64)
+                other = other / other.abs().sum() * float(torch.rand((), generator=generator, dtype=torch.float64))
+                assert float((row - target).norm()) <= float((row - other).norm()) + 1e-12
+    assert float(project_dense(w, "1").abs().sum(dim=0).max()) <= 1.0 + 1e-12
+    assert float(project_dense(w, "inf").abs().sum(dim=1).max()) <= 1.0 + 1e-12
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_clip_projection_trains_and_the_bound_is_recomputed_from_the_weights(norm) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 10, generator=generator)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    spec = t.ModelSpec(input_dim=10, widths=(16, 16), num_classes=2, activation="abs", norm=norm)
+    config = TrainConfig(
+        epochs=2, batch_size=50, lr=1e-2, optimizer="muon", projection="clip", norm=norm
+    )
+    model = fit("tightlip", spec, config, x, y, progress=False).model
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [
+        float(torch.linalg.matrix_norm(m.weight.detach().double(), 2))
+        if norm == "2"
+        else float(m.weight.detach().double().abs().sum(dim=1).max())
+        for m in layers
+    ]
+    assert all(value <= 1.0 + 1e-5 for value in norms)
+    bound = t.upper_bound(model, norm, "trivial").value
+    product = norms[0] * norms[1] * norms[2]
+    assert product * (1 - 1e-6) <= bound <= product * (1 + 1e-4)

@@ -437,12 +437,11 @@ def train(
         str | None,
         typer.Option(help="adam, or muon: spectral-norm steps on every layer (default adam)"),
     ] = None,
-    rescale_layers: Annotated[
-        bool | None,
+    projection: Annotated[
+        str | None,
         typer.Option(
-            "--rescale-layers/--no-rescale-layers",
-            help="tightlip: reset every layer to estimated norm 1 after each step (homogeneous "
-            "activations only)",
+            help="tightlip, after each step: clip every layer's norm at 1 (projection onto the "
+            "unit ball), rescale it to 1 (homogeneous activations only), or none (default none)",
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="default 0")] = None,
@@ -489,7 +488,7 @@ def train(
             "temperature": temperature,
             "smooth_max": smooth_max,
             "optimizer": optimizer,
-            "rescale_layers": rescale_layers,
+            "projection": projection,
             "seed": seed,
             "radii": _parse_numbers(radii, float, "radii"),
             "attack_limit": attack_limit,

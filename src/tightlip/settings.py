@@ -122,10 +122,10 @@ class Settings:
     origin: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.train.rescale_layers:
+        if self.train.projection == "rescale":
             if not make_activation(self.spec.activation).positively_homogeneous:
                 raise BadArgumentError(
-                    "--rescale-layers needs positively homogeneous activations (abs, relu, "
+                    "--projection rescale needs positively homogeneous activations (abs, relu, "
                     f"maxmin, ...); {self.spec.activation} is not"
                 )
 

@@ -17,6 +17,7 @@ from tightlip.norms import NormName, parse_norm
 from tightlip.train.losses import LOSSES
 from tightlip.train.optimizers import OPTIMIZERS
 from tightlip.train.penalty import PENALTY_FORMS, PenaltyForm
+from tightlip.train.projections import PROJECTIONS
 
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -41,7 +42,7 @@ class TrainConfig:
     power_iterations: int = 2
     smooth_max: float = 0.0  # ℓ1 / ℓ∞: relative log-sum-exp temperature of the row/column max
     optimizer: str = "adam"  # "adam", or "muon": spectral-norm steps (tightlip.train.optimizers)
-    rescale_layers: bool = False  # tightlip: reset every layer to estimated norm 1 after each step
+    projection: str = "none"  # tightlip, after each step: "rescale" or "clip" every layer (projections)
 
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm)
@@ -60,6 +61,10 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise BadArgumentError(
                 f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.projection not in PROJECTIONS:
+            raise BadArgumentError(
+                f"unknown projection {self.projection!r}: choose one of {', '.join(PROJECTIONS)}"
             )
         if self.penalty not in PENALTY_FORMS:
             raise BadArgumentError(

@@ -60,12 +60,14 @@ class PenalizedObjective(Objective):
             seed=config.seed,
             smooth_max=config.smooth_max,
         )
-        if config.rescale_layers:
+        if config.projection == "rescale":
             check_rescalable(model)
 
     def after_step(self) -> None:
-        if self.config.rescale_layers:
+        if self.config.projection == "rescale":
             self.estimator.rescale_layers_()
+        elif self.config.projection == "clip":
+            self.estimator.clip_layers_()
 
     def forward(  # type: ignore[override]
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

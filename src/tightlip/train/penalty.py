@@ -49,6 +49,7 @@ from torch import nn
 from tightlip.errors import BadArgumentError, ModelShapeError
 from tightlip.layers.activation import Activation
 from tightlip.norms import NormName
+from tightlip.train.projections import project_dense
 
 PenaltyForm = Literal["log", "hinge", "none"]
 PENALTY_FORMS: tuple[str, ...] = ("log", "hinge", "none")
@@ -358,6 +359,21 @@ class TrivialBoundEstimator(nn.Module):
             if layer.bias is not None:
                 layer.bias.mul_(cumulative)
 
+    @torch.no_grad()
+    def clip_layers_(self) -> None:
+        """Project every layer onto the unit ball of its norm (:mod:`tightlip.train.projections`):
+        dense layers exactly, convolutions by ``max(1, σ̂)``."""
+        for i, layer in enumerate(self._layers):
+            if isinstance(layer, nn.Linear):
+                layer.weight.copy_(project_dense(layer.weight, self.norm))
+                continue
+            if self.norm == "2":
+                u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+                estimate = torch.dot(u.flatten(), self._forward_map(i, layer.weight, v).flatten())
+            else:
+                estimate = self._abs_sums(i).max()
+            layer.weight.div_(max(1.0, float(estimate.abs())))
+
     def last_weight(self) -> torch.Tensor:
         """The weight of the final linear layer (the read-out ``W_L``)."""
         last = self._layers[-1]
@@ -414,7 +430,7 @@ def check_rescalable(model: nn.Module) -> None:
     ]
     if others:
         raise BadArgumentError(
-            "--rescale-layers needs positively homogeneous activations (abs, relu, maxmin, ...); "
+            "--projection rescale needs positively homogeneous activations (abs, relu, maxmin, ...); "
             f"this model has {', '.join(sorted(set(others)))}"
         )
 
