@@ -44,7 +44,8 @@ def test_preset_beats_method_and_explicit_beats_preset() -> None:
     settings = merge_settings(preset="robust", explicit={"epochs": 2})
     assert settings.method == "tightlip"
     assert settings.spec.activation == "abs" and settings.spec.bias
-    assert settings.train.batch_size == 8 and settings.train.penalty_weight == 0.1
+    assert settings.train.batch_size == 256 and settings.train.penalty_weight == 0.1
+    assert settings.train.optimizer == "muon" and settings.train.projection == "clip"
     assert settings.train.epochs == 2 and settings.origin["epochs"] == "explicit"
     assert settings.origin["batch_size"] == "preset robust"
 
