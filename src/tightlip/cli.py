@@ -964,6 +964,43 @@ def _bound_json(
     }
 
 
+@app.command()
+def compare(
+    runs: Annotated[
+        list[Path], typer.Argument(help="run directories (or their metrics.json), any method")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="also write compare.md, compare.json and compare.png (the curves) here"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an earlier comparison")] = False,
+) -> None:
+    """Runs side by side: method, architecture, clean, certified and PGD accuracy per radius,
+    upper / lower bound and seconds, from each run's metrics.json; with --out, one plot that
+    overlays their certified curves."""
+    from tightlip.eval.compare import read_runs, table_rows, write_comparison
+
+    try:
+        records = read_runs(list(runs))
+        if out is not None:
+            check_output_path(out, "directory", "--out")
+            if (out / "compare.md").exists() and not force:
+                raise BadArgumentError(f"{out} already holds a comparison: pass --force to replace it")
+    except USER_ERRORS as error:
+        _fail(error)
+    header, rows = table_rows(records)
+    table = Table(title=f"{len(records)} run(s), best certificate per radius")  # one column a run
+    table.add_column(header[0])
+    for row in rows:
+        table.add_column(escape(row[0]), justify="right", overflow="fold")
+    for i, name in enumerate(header[1:], start=1):
+        table.add_row(name, *(escape(row[i]) for row in rows))
+    console.print(table)
+    if out is not None:
+        written = write_comparison(records, out)
+        console.print(f"wrote {', '.join(str(p) for p in written)}")
+
+
 @app.command("export")
 def export(
     ckpt: ModelArgument,
