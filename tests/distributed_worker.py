@@ -55,6 +55,10 @@ def setups() -> dict[str, tuple[str, ModelSpec, TrainConfig]]:
                                                    penalty_weight=0.1, power_iterations=2)),
         "specnorm": ("specnorm", spec, TrainConfig(epochs=2, batch_size=BATCH, lr=5e-3,
                                                    loss="offset", penalty="none")),
+        # issue 19's recipe: Muon steps and the spectral projection after every step
+        "muon-clip": ("tightlip", spec, TrainConfig(epochs=2, batch_size=BATCH, lr=1e-2,
+                                                    penalty_weight=0.1, optimizer="muon",
+                                                    projection="clip")),
     }
 
 

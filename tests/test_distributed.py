@@ -133,7 +133,7 @@ def relative_difference(a: list, b: list) -> float:
 
 
 @two_processes
-@pytest.mark.parametrize("name", ["tightlip", "specnorm"])
+@pytest.mark.parametrize("name", ["tightlip", "specnorm", "muon-clip"])
 def test_two_ranks_train_the_weights_of_one_process(ranks, name: str) -> None:
     import distributed_worker
 
@@ -148,7 +148,7 @@ def test_two_ranks_train_the_weights_of_one_process(ranks, name: str) -> None:
 
 
 @two_processes
-@pytest.mark.parametrize("name", ["tightlip", "specnorm", "resumed"])
+@pytest.mark.parametrize("name", ["tightlip", "specnorm", "muon-clip", "resumed"])
 def test_ranks_hold_identical_state_after_every_step(ranks, name: str) -> None:
     reports, _ = ranks
     steps = 2 * 14 if name != "resumed" else 14
