@@ -17,6 +17,18 @@ torch.set_num_threads(1)  # two threads are 10-100x slower when the cores are sh
 ChainFactory = Callable[..., LayerChain]
 
 
+def mnist_dir_or_skip():
+    """MNIST's directory, or skip the test when it is not installed: only the "not found"
+    error skips; any other error (a broken data locator) fails the test."""
+    from tightlip.data import resolve_data_dir
+    from tightlip.errors import DatasetNotFoundError
+
+    try:
+        return resolve_data_dir(None)
+    except DatasetNotFoundError as error:
+        pytest.skip(f"MNIST not available: {error}")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import mnist_dir_or_skip
 from typer.testing import CliRunner
 
 import tightlip as t
@@ -18,10 +19,7 @@ SENTINEL = '{"schema": "an earlier run"}\n'
 
 
 def _mnist_or_skip() -> None:
-    try:
-        resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    mnist_dir_or_skip()
 
 
 def assert_one_line_error(result, *words: str) -> None:

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from conftest import mnist_dir_or_skip
 from typer.testing import CliRunner
 
 from tightlip.cli import app
-from tightlip.data import resolve_data_dir
 
 runner = CliRunner()
 
@@ -19,10 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    try:
-        resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    mnist_dir_or_skip()
     out = tmp_path_factory.mktemp("run")
     result = runner.invoke(app, ["run", "--quick", "--out", str(out), "--widths", "64,64"])
     assert result.exit_code == 0, result.output
@@ -176,10 +173,7 @@ def test_clear_errors(tmp_path) -> None:
 
 
 def test_data_fetch_from_file_url(tmp_path) -> None:
-    try:
-        source = resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    source = mnist_dir_or_skip()
     result = runner.invoke(
         app, ["data", "fetch", "mnist", "--url", source.as_uri() + "/", "--dest", str(tmp_path)]
     )

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import mnist_dir_or_skip
 from torch import nn
 
 import tightlip as t
@@ -173,12 +174,8 @@ def test_cli_trains_and_certifies_a_conv_net(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from tightlip.cli import app
-    from tightlip.data import resolve_data_dir
 
-    try:
-        resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    mnist_dir_or_skip()
     out = tmp_path / "conv"
     result = CliRunner().invoke(
         app, ["train", "--arch", "c8k3,c8k4s2,f32", "--quick", "--epochs", "1", "--out", str(out)]

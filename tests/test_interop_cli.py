@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import mnist_dir_or_skip
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from typer.testing import CliRunner
@@ -30,7 +31,6 @@ from typer.testing import CliRunner
 import tightlip as tl
 from tightlip.bounds.deadline import TimedOut, run_with_deadline
 from tightlip.cli import app
-from tightlip.data import resolve_data_dir
 from tightlip.errors import MethodNotApplicableError
 from tightlip.train.checkpoint import save_checkpoint
 
@@ -213,10 +213,7 @@ def test_export_a_checkpoint_whose_bounds_read_back_identical(tmp_path) -> None:
 
 
 def _mnist_or_skip() -> None:
-    try:
-        resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    mnist_dir_or_skip()
 
 
 def test_certify_an_onnx_network(tmp_path) -> None:

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import mnist_dir_or_skip
 from typer.testing import CliRunner
 
 import tightlip as t
 from tightlip.cli import app
-from tightlip.data import resolve_data_dir
 from tightlip.errors import BadArgumentError, CheckpointError
 from tightlip.methods import fit
 from tightlip.train.checkpoint import load_checkpoint
@@ -133,10 +133,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def trained_run(tmp_path):
-    try:
-        resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    mnist_dir_or_skip()
     out = tmp_path / "run"
     args = ["train", "--quick", "--widths", "16", "--epochs", "2", "--no-certify"]
     first = runner.invoke(app, [*args, "--out", str(out)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import mnist_dir_or_skip
 from typer.testing import CliRunner
 
 from tightlip.cli import app
@@ -81,12 +82,8 @@ def test_loss_names_accept_the_underscore_spelling() -> None:
 
 @pytest.fixture()
 def real_mnist():
-    from tightlip.data import resolve_data_dir
 
-    try:
-        return resolve_data_dir(None)
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {error}")
+    return mnist_dir_or_skip()
 
 
 def test_cli_records_the_loss_the_user_asked_for(tmp_path, real_mnist) -> None:
