@@ -362,11 +362,15 @@ class TrivialBoundEstimator(nn.Module):
     @torch.no_grad()
     def clip_layers_(self) -> None:
         """Project every layer onto the unit ball of its norm (:mod:`tightlip.train.projections`):
-        dense layers exactly, convolutions by ``max(1, σ̂)``."""
+        dense layers exactly; a convolution's kernel matrix ``(c_out, c_in·k·k)`` is projected
+        the same way (its spectrum equalised), then the operator divided by ``max(1, σ̂)``."""
         for i, layer in enumerate(self._layers):
             if isinstance(layer, nn.Linear):
                 layer.weight.copy_(project_dense(layer.weight, self.norm))
                 continue
+            kernel = layer.weight
+            matrix = kernel.reshape(kernel.shape[0], -1)
+            kernel.copy_(project_dense(matrix, self.norm).reshape(kernel.shape))
             if self.norm == "2":
                 u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
                 estimate = torch.dot(u.flatten(), self._forward_map(i, layer.weight, v).flatten())

@@ -19,8 +19,10 @@ and in float64, from the actual weights; the projection only steers training.
 * ``clip`` (ℓ∞ / ℓ1): ``‖W‖_∞`` is the largest row abs-sum, so the projection onto its unit
   ball projects each row onto the ℓ1 ball (Duchi, Shalev-Shwartz, Singer & Chandra, ICML
   2008: soft-threshold at the τ that makes the abs-sum 1); ℓ1, the same for each column.
-* Convolutions are divided by ``max(1, σ̂)`` (their estimated norm): an exact projection of
-  a convolution operator needs its full spectrum.
+* Convolutions: an exact projection of a convolution operator needs its full spectrum. The
+  kernel read as the matrix ``(c_out, c_in·k·k)`` is projected as a dense layer (which
+  equalises its singular values, the conditioning that clipping buys a dense layer), then the
+  operator is divided by ``max(1, σ̂)``, its estimated norm.
 """
 
 from __future__ import annotations
