@@ -322,7 +322,8 @@ def _spread(
     if len(values) == 1:
         return format(mean, spec)
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{format(mean, spec)} ± {format(std, spec)}"
+    std_spec = spec if spec.endswith("f") else ".2g"
+    return f"{format(mean, spec)} ± {format(std, std_spec)}"
 
 
 def write_markdown(path: Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
