@@ -470,3 +470,37 @@ def test_a_computed_batch_first_reshape_is_read(tmp_path) -> None:
     imported = import_onnx(tmp_path / "view.onnx")
     assert imported.input_shape == (3, 2, 2)
     torch.testing.assert_close(imported.chain.affine_steps[0].weight, model.fc.weight.double())
+
+
+def test_load_model_reads_a_cnn_module_with_its_input_shape_and_batchnorm() -> None:
+    """Issue 21, item 5: ``load_model(net, input_shape=(1, 28, 28))`` ignored the shape and a
+    module with BatchNorm2d was refused, though its ONNX file was read. Both now load, and the
+    module, its ONNX route and the loaded model compute the same function."""
+    import tightlip as tl
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(3 * 8 * 8, 4),
+    )
+    x = torch.rand(6, 1, 8, 8)
+    loaded = tl.load_model(plain, input_shape=(1, 8, 8))
+    torch.testing.assert_close(loaded(x), plain(x))
+    torch.testing.assert_close(loaded(x.reshape(6, -1)), plain(x))
+    assert tl.upper_bound(loaded, "2").value > 0  # later conversions find the input shape
+
+    with_bn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4),
+    ).eval()
+    with torch.no_grad():
+        with_bn[1].running_mean.uniform_(-0.3, 0.3)
+        with_bn[1].running_var.uniform_(0.5, 2.0)
+        with_bn[1].weight.uniform_(0.5, 1.5)
+    folded = tl.load_model(with_bn, input_shape=(1, 8, 8))
+    torch.testing.assert_close(
+        folded(x.reshape(6, -1)).double(), with_bn(x).double(), atol=1e-5, rtol=1e-5
+    )
+    bound = tl.upper_bound(folded, "2").value
+    jacobian = torch.autograd.functional.jacobian(lambda v: with_bn(v.reshape(1, 1, 8, 8)), x[0].reshape(-1))
+    assert bound >= float(torch.linalg.matrix_norm(jacobian.reshape(4, -1).double(), 2)) - 1e-6

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tightlip.errors import BadArgumentError, CheckpointError
+from tightlip.errors import BadArgumentError, CheckpointError, UnsupportedLayerError
 from tightlip.interop.architecture import from_state_dict
 from tightlip.interop.check import check_torch
 from tightlip.model import to_chain
@@ -116,13 +116,55 @@ def load_model(
 ) -> nn.Module:
     """A model every part of tightlip accepts, from any file it reads (module docstring).
 
-    An ``nn.Module`` is returned as it is, after checking that its chain reproduces it on
-    random inputs of ``input_shape`` (default: flat, the chain's input width).
+    An ``nn.Module`` is read with ``input_shape`` (one input's shape, e.g. ``(1, 28, 28)``;
+    default: flat, the chain's input width) and checked: its chain must reproduce it on random
+    inputs. A module whose layers tightlip does not read directly (``BatchNorm2d`` after a
+    convolution, ``Conv → BN → ReLU → MaxPool`` stacks) is exported to ONNX in memory and read
+    by the ONNX importer, which folds eval-mode batch normalisation, so a module, its ONNX file
+    and its state dict with ``--architecture`` give the same network.
     """
-    if isinstance(source, nn.Module):
-        if check:
-            chain = to_chain(source)
-            shape = tuple(input_shape) if input_shape is not None else (chain.input_dim,)
-            check_torch(source, chain, shape, type(source).__name__)
-        return source
-    return load(source, architecture=architecture, check=check).model
+    if not isinstance(source, nn.Module):
+        return load(source, architecture=architecture, check=check).model
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    try:
+        chain = to_chain(source, input_shape=shape if shape and len(shape) > 1 else None)
+    except UnsupportedLayerError:
+        if shape is None:
+            raise
+        return _through_onnx(source, shape, check)
+    model = with_input_shape(source, shape) if shape is not None and len(shape) > 1 else source
+    if check:
+        check_torch(model, chain, shape or (chain.input_dim,), type(source).__name__)
+    return model
+
+
+def with_input_shape(module: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """``module`` behind ``Flatten, Unflatten(shape)``: it then reads flat rows or images, and
+    every later conversion finds its input shape (as :func:`tightlip.build_model` writes it)."""
+    children = list(module.children()) if isinstance(module, nn.Sequential) else []
+    if children and isinstance(children[0], nn.Unflatten):
+        return module
+    return nn.Sequential(nn.Flatten(), nn.Unflatten(1, shape), module)
+
+
+def _through_onnx(module: nn.Module, shape: tuple[int, ...], check: bool) -> nn.Module:
+    """Export ``module`` (eval mode) to a temporary ONNX file and import it."""
+    import tempfile
+
+    import torch
+
+    from tightlip.interop.onnx_import import import_onnx
+
+    was_training = module.training
+    module.eval()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "module.onnx"
+            first = next(module.parameters(), None)
+            dtype = first.dtype if first is not None else torch.float32
+            example = torch.zeros(1, *shape, dtype=dtype)
+            torch.onnx.export(module, (example,), str(path), dynamo=False,
+                              input_names=["input"], output_names=["logits"])
+            return import_onnx(path, check=check)
+    finally:
+        module.train(was_training)
