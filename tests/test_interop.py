@@ -504,3 +504,20 @@ def test_load_model_reads_a_cnn_module_with_its_input_shape_and_batchnorm() -> N
     bound = tl.upper_bound(folded, "2").value
     jacobian = torch.autograd.functional.jacobian(lambda v: with_bn(v.reshape(1, 1, 8, 8)), x[0].reshape(-1))
     assert bound >= float(torch.linalg.matrix_norm(jacobian.reshape(4, -1).double(), 2)) - 1e-6
+
+
+def test_a_run_directory_stands_for_its_checkpoint(tmp_path) -> None:
+    """Issue 21: ``tightlip bound runs/X`` failed until ``/checkpoint`` was added."""
+    import tightlip as tl
+    from tightlip.interop.load import load
+    from tightlip.train.checkpoint import save_checkpoint
+
+    spec = tl.ModelSpec(input_dim=6, widths=(5,), num_classes=3, activation="abs")
+    save_checkpoint(
+        tmp_path / "run" / "checkpoint",
+        tl.build_model(spec),
+        {"method": "tightlip", "model": {"kind": "mlp", "arguments": spec.to_dict()},
+         "train": {"norm": "2"}},
+    )
+    loaded = load(tmp_path / "run")
+    assert loaded.kind == "checkpoint" and loaded.source.name == "checkpoint"

@@ -71,8 +71,11 @@ def bare_state_dict_message(path: Path, keys: list[str]) -> str:
 def load(
     path: str | Path, *, architecture: str | None = None, check: bool = True
 ) -> LoadedModel:
-    """Read any model file (module docstring)."""
+    """Read any model file (module docstring). A run directory (``runs/X``, holding
+    ``checkpoint/``) stands for its checkpoint."""
     path = Path(path)
+    if path.is_dir() and not (path / CONFIG_FILE).exists() and (path / "checkpoint" / CONFIG_FILE).exists():
+        path = path / "checkpoint"
     if path.suffix.lower() == ".onnx":
         if architecture is not None:
             raise BadArgumentError(
