@@ -178,3 +178,23 @@ def test_cli_does_not_replace_a_run_by_accident(trained_run) -> None:
     forced = runner.invoke(app, [*args, "--epochs", "1", "--force", "--out", str(out)])
     assert forced.exit_code == 0, forced.output
     assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["epoch"] == 1
+
+
+def test_an_interrupted_run_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch) -> None:
+    """Issue 21, item 7: Ctrl-C exited 130 with nothing printed."""
+    import tightlip.cli as cli
+    from tightlip.cli import app, interrupted_message
+
+    assert "nothing was kept" in interrupted_message(tmp_path / "empty")
+
+    def interrupt(run):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_experiment", interrupt)
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "checkpoint.json").write_text('{"epoch": 3}')
+    result = runner.invoke(app, ["train", "--widths", "8", "--epochs", "5", "--out", str(out),
+                                 "--resume", "--data", str(tmp_path)])
+    assert result.exit_code == 130, result.output
+    assert "after epoch 3" in result.stderr and "--resume" in result.stderr

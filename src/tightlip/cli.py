@@ -250,6 +250,24 @@ def check_fresh_output(out: Path, *, resume: bool, override: bool, force: bool) 
         )
 
 
+def interrupted_message(out: Path) -> str:
+    """What an interrupted ``train`` / ``run`` kept, and how to continue it."""
+    checkpoint = out / "checkpoint"
+    try:
+        epoch = int(json.loads((checkpoint / "checkpoint.json").read_text()).get("epoch", 0))
+    except (OSError, ValueError, AttributeError):
+        epoch = 0
+    if epoch == 0:
+        return (
+            f"interrupted before the first epoch ended: nothing was kept in {out}; run the "
+            "same command again to start over"
+        )
+    return (
+        f"interrupted: {checkpoint} holds the model after epoch {epoch}; run the same command "
+        "with --resume to continue from there (certification starts after the last epoch)"
+    )
+
+
 def _train_and_report(
     *,
     out: Path,
@@ -302,6 +320,10 @@ def _train_and_report(
         metrics = run_experiment(run)
     except USER_ERRORS as error:
         _fail(error)
+    except KeyboardInterrupt:
+        if context.is_main:
+            err_console.print(interrupted_message(out), soft_wrap=True)
+        raise typer.Exit(code=130) from None
     finally:
         shutdown(context)
     if not context.is_main:
