@@ -30,7 +30,7 @@ LOWER_WITNESS_FILE = "lower_witness.safetensors"
 
 #: configuration entries that ``report.md`` leaves to ``metrics.json`` / the checkpoint: the
 #: optimizer's state, per-epoch or per-step history, and where each setting came from
-REPORT_OMITS = frozenset({"optimizer", "history", "origin"})
+REPORT_OMITS = frozenset({"optimizer", "history", "origin", "network"})
 
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
