@@ -30,8 +30,7 @@ from provenance import git_commit
 from tightlip.data import load_mnist_splits
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.experiment import evaluate
-from tightlip.methods import fit
-from tightlip.settings import merge_settings
+from tightlip.settings import fit_settings, merge_settings
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -68,15 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = merge_settings(args.method, preset, explicit)
     data = hold_out_validation(load_mnist_splits(seed=0), args.validation, 0)
     started = time.perf_counter()
-    result = fit(
-        settings.method,
-        settings.spec,
-        settings.train,
-        data.train_x,
-        data.train_y,
-        options=settings.options,
-        progress=False,
-    )
+    result = fit_settings(settings, data.train_x, data.train_y, progress=False)
     evaluation = EvalConfig(
         radii=(0.3, 1.0, 1.58),
         attack_limit=args.attack_limit,

@@ -205,3 +205,19 @@ def merge_settings(
         quick=quick,
         origin=origin,
     )
+
+
+def fit_settings(settings: Settings, train_x: Any, train_y: Any, **options: Any) -> Any:
+    """:func:`tightlip.methods.fit` of a merged configuration: its method, model, training
+    settings and method options; ``options`` are ``fit``'s keywords (``out_dir``, ...)."""
+    from tightlip.methods import fit
+
+    return fit(
+        settings.method,
+        settings.spec,
+        settings.train,
+        train_x,
+        train_y,
+        options=settings.options,
+        **options,
+    )

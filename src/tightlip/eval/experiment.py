@@ -27,10 +27,10 @@ from tightlip.eval.certify import DEFAULT_RADII, certify, radius_key
 from tightlip.eval.config import EvalConfig
 from tightlip.eval.report import plot_certified_curve, write_metrics, write_report
 from tightlip.interop.describe import layer_lines
-from tightlip.methods import METHODS, Method, fit
+from tightlip.methods import METHODS, Method
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import NormName
-from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings
+from tightlip.settings import QUICK_TEST_EXAMPLES, QUICK_TRAIN_EXAMPLES, Settings, fit_settings
 from tightlip.threads import uses_library_threads
 from tightlip.train.checkpoint import Checkpoint
 from tightlip.train.loop import TrainResult
@@ -265,13 +265,16 @@ def recorded_model(spec: dict[str, Any], network: dict[str, Any]) -> dict[str, A
     """``config.model`` of ``metrics.json``: the spec when the method built the network from it
     (tightlip's ``mlp`` / ``spec`` kinds), else the built network's own arguments, with the
     activations and biases read from its layers (a Sandwich run is not "sincos, no bias")."""
-    if network["kind"] in (None, "mlp", "spec"):
+    kind, arguments = network["kind"], network["arguments"]
+    if kind == "normalized":  # a fixed input normalisation in front of the method's model
+        kind, arguments = arguments["model"].get("kind"), arguments["model"].get("arguments", {})
+    if kind in (None, "mlp", "spec"):
         return spec
     layers = network["layers"]
     activations = sorted({str(layer["activation"]) for layer in layers if layer["activation"]})
     return {
-        "kind": network["kind"],
-        **network["arguments"],
+        "kind": kind,
+        **arguments,
         "activation": ", ".join(activations),
         "bias": any(layer["bias"] for layer in layers),
         "norm": spec.get("norm"),
@@ -281,13 +284,10 @@ def recorded_model(spec: dict[str, Any], network: dict[str, Any]) -> dict[str, A
 def train_run(run: RunConfig, data: MnistData) -> TrainResult:
     """Train the run's method (the model comes back on the CPU)."""
     settings = fit_to_data(run.settings, data)
-    result = fit(
-        settings.method,
-        settings.spec,
-        settings.train,
+    result = fit_settings(
+        settings,
         data.train_x,
         data.train_y,
-        options=settings.options,
         out_dir=run.out_dir / "checkpoint",
         resume=run.resume,
         override=run.override,
