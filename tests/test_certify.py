@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import train_blob_model
+from conftest import build_random_chain, train_blob_model
 
 import tightlip as t
 from tightlip.eval.certify import SoundnessError, certified_radii, certify
@@ -118,3 +118,20 @@ def test_sandwich_last_layer_certificate_uses_its_own_backbone_bound() -> None:
         counts.append((int(mine.sum()), int(theirs.sum())))
     assert all(mine >= theirs for mine, theirs in counts)
     assert any(mine > theirs for mine, theirs in counts), counts
+
+
+def test_certified_accuracy_on_the_attacked_images_sits_beside_pgd() -> None:
+    """Issue 21: certified accuracy over all images against PGD over the first N looked like a
+    soundness bug; the certified fraction of the attacked images is reported too, ≤ PGD."""
+    from tightlip.eval.certify import certify
+
+    chain = build_random_chain([6, 12, 3], activation="relu", seed=3)
+    x = torch.rand(40, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = chain.forward(x.double()).argmax(dim=1)
+    upper = __import__("tightlip").upper_bound(chain, "2").value
+    result = certify(chain, x, y, "2", upper, (0.01, 0.1), pgd_steps=10, attack_limit=15)
+    assert set(result.certified_on_attacked) == {"0.01", "0.1"}
+    for key, value in result.certified_on_attacked.items():
+        assert value <= result.pgd_accuracy[key] + 1e-12
+    assert result.certified_on_attacked["0.01"] > 0

@@ -117,6 +117,9 @@ class CertificationResult:
     #: method -> radius string -> fraction certified for float32 inference (empty if no
     #: rounding model applies to the network)
     float32_certified_accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: radius string -> fraction of the *attacked* examples that some certificate certifies:
+    #: comparable with ``pgd_accuracy``, which is measured on the same examples (≤ it always)
+    certified_on_attacked: dict[str, float] = field(default_factory=dict)
 
 
 def radius_key(eps: float) -> str:
@@ -271,6 +274,10 @@ def certify(
         broken = margin_loss(logits_float64(chain, adversarial), ya) > 0
         robust = margins.correct[:m] & ~broken
         result.pgd_accuracy[radius_key(eps)] = float(robust.float().mean())
+        any_certified = torch.zeros(m, dtype=torch.bool)
+        for by_radius in masks.values():
+            any_certified |= by_radius[radius_key(eps)][:m]
+        result.certified_on_attacked[radius_key(eps)] = float(any_certified.float().mean())
         for name, by_radius in masks.items():
             bad = by_radius[radius_key(eps)][:m] & broken
             if bad.any():

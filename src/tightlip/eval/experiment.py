@@ -188,6 +188,7 @@ def evaluate(
         "certified_accuracy_best": best,
         "float32_certified_accuracy": result.float32_certified_accuracy,
         "pgd_accuracy": result.pgd_accuracy,
+        "certified_on_attacked": result.certified_on_attacked,
         "train_seconds": train_seconds,
         "certify_seconds": time.perf_counter() - started,
         "n_test": result.n_examples,

@@ -73,8 +73,15 @@ def results_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     for method, by_radius in metrics.get("float32_certified_accuracy", {}).items():
         for radius, value in by_radius.items():
             rows.append((f"float32 certified @ {radius} ({method})", _percent(value)))
+    attacked = metrics.get("n_attacked")
+    on_attacked = metrics.get("certified_on_attacked", {})
     for radius, value in metrics["pgd_accuracy"].items():
-        rows.append((f"PGD accuracy @ {radius}", _percent(value)))
+        count = f", {attacked} attacked images" if attacked is not None else ""
+        if radius in on_attacked:
+            rows.append(
+                (f"certified @ {radius} (best, the attacked images)", _percent(on_attacked[radius]))
+            )
+        rows.append((f"PGD accuracy @ {radius}{count}", _percent(value)))
     rows.append(("train seconds", f"{metrics['train_seconds']:.1f}"))
     if "certify_seconds" in metrics:
         rows.append(("certify seconds", f"{metrics['certify_seconds']:.1f}"))
