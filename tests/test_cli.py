@@ -179,3 +179,14 @@ def test_data_fetch_from_file_url(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert len(list(tmp_path.glob("*.gz"))) == 4
+
+
+def test_help_lists_every_activation_and_certify_quick_is_about_certifying() -> None:
+    """Issue 21: --activation listed 7 of the 9 activations; certify --quick described training."""
+    from tightlip.layers.activation import ACTIVATIONS
+
+    train_help = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).output.split())
+    for name in ACTIVATIONS.names():
+        assert name in train_help, name
+    certify_help = runner.invoke(app, ["certify", "--help"], terminal_width=200).output
+    assert "training examples" not in certify_help and "test images" in certify_help

@@ -61,10 +61,17 @@ from tightlip.interop.describe import describe
 from tightlip.interop.imported import IMPORTED
 from tightlip.interop.load import LoadedModel
 from tightlip.interop.load import load as load_model_file
+from tightlip.layers.activation import ACTIVATIONS
 from tightlip.methods import METHODS
 from tightlip.model import LayerChain, to_chain
 from tightlip.norms import parse_norm
-from tightlip.settings import PRESETS, QUICK_EPOCHS, QUICK_TRAIN_EXAMPLES, merge_settings
+from tightlip.settings import (
+    PRESETS,
+    QUICK_EPOCHS,
+    QUICK_MAX_BATCH,
+    QUICK_TRAIN_EXAMPLES,
+    merge_settings,
+)
 from tightlip.threads import apply_thread_policy
 from tightlip.train.checkpoint import Checkpoint, load_checkpoint
 from tightlip.train.config import TrainConfig
@@ -162,8 +169,13 @@ QuickOption = Annotated[
     bool,
     typer.Option(
         "--quick",
-        help=f"smoke test: {QUICK_TRAIN_EXAMPLES} training examples, {QUICK_EPOCHS} epochs",
+        help=f"smoke test: {QUICK_TRAIN_EXAMPLES} training examples, {QUICK_EPOCHS} epochs, "
+        f"batch ≤ {QUICK_MAX_BATCH}, and a smaller test set and attack",
     ),
+]
+CertifyQuickOption = Annotated[
+    bool,
+    typer.Option("--quick", help="smoke test: a few hundred test images and a shorter attack"),
 ]
 
 
@@ -424,7 +436,8 @@ def train(
     ] = None,
     norm: NormOption = None,
     activation: Annotated[
-        str | None, typer.Option(help="sincos, abs, crelu, sinpair, relu, tanh, maxmin (default sincos)")
+        str | None,
+        typer.Option(help=f"one of {', '.join(ACTIVATIONS.names())} (default sincos)"),
     ] = None,
     widths: Annotated[str | None, typer.Option(help="hidden widths (default 512,512)")] = None,
     arch: Annotated[str | None, typer.Option(help="layers, e.g. c32k3,c32k4s2,f512 (over --widths)")] = None,
@@ -594,7 +607,7 @@ def certify(
         bool, typer.Option("--force", help="replace the results already in --out")
     ] = False,
     data: DataOption = None,
-    quick: QuickOption = False,
+    quick: CertifyQuickOption = False,
     radii: Annotated[str | None, typer.Option(help="comma-separated radii")] = None,
     attack_limit: int = _E.attack_limit or 0,
     lower_seconds: float = _E.lower_seconds,
