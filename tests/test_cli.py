@@ -190,3 +190,8 @@ def test_help_lists_every_activation_and_certify_quick_is_about_certifying() -> 
         assert name in train_help, name
     certify_help = runner.invoke(app, ["certify", "--help"], terminal_width=200).output
     assert "training examples" not in certify_help and "test images" in certify_help
+
+
+def test_data_fetch_offers_only_what_it_can_download() -> None:
+    text = " ".join(runner.invoke(app, ["data", "fetch", "--help"], terminal_width=200).output.split())
+    assert "mnist, fashion-mnist, cifar10" in text and "files" not in text

@@ -1081,10 +1081,15 @@ def export(
         console.print(f"note: {escape(note)}", highlight=False)
 
 
+def _downloadable() -> str:
+    """The datasets ``data fetch`` can download (``files`` is the user's own and is not)."""
+    return ", ".join(name for name in DATASETS.names() if DATASETS.get(name).info.url)
+
+
 @data_app.command("fetch")
 def data_fetch(
     dataset: Annotated[
-        str, typer.Argument(help=f"dataset name ({', '.join(DATASETS.names())})")
+        str, typer.Argument(help=f"dataset name ({_downloadable()})")
     ] = "mnist",
     url: Annotated[
         str | None, typer.Option(help="base URL of the dataset's files (default: a public mirror)")
