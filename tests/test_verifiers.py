@@ -297,3 +297,22 @@ def test_fast_recursion_certifies_tiny_and_dead_units() -> None:
     assert math.isfinite(result.value)
     for method in L2_METHODS:
         assert upper_bound(chain, "2", method).value >= sampled_lower(chain, "2")
+
+
+def test_a_network_with_an_all_zero_layer_is_bounded_by_every_method() -> None:
+    """Audit (issue 21): a pruned layer crashed ECLipsE (divide by zero) and cvxpy; the network
+    is constant, so every upper bound is 0 and says why."""
+    import tightlip as t
+    from tightlip.bounds import upper_methods
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5), torch.nn.ReLU(),
+        torch.nn.Linear(5, 3),
+    )
+    with torch.no_grad():
+        model[2].weight.zero_()
+    for method in upper_methods():
+        certificate = t.upper_bound(model, "2", method)
+        assert certificate.value == 0.0 and certificate.sound, method
+        assert "exactly zero" in certificate.notes[0]

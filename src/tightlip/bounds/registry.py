@@ -38,7 +38,7 @@ from typing import Any, Literal
 from torch import nn
 
 from tightlip.certificate import Certificate
-from tightlip.model import LayerChain, to_chain
+from tightlip.model import VERIFIER_DENSE_ENTRIES, LayerChain, to_chain
 from tightlip.norms import NormName, parse_norm, round_up
 from tightlip.registry import Registry
 from tightlip.threads import uses_library_threads
@@ -143,6 +143,9 @@ def run_method(
     chain = to_chain(model)
     norm_name = parse_norm(norm)
     start = time.perf_counter()
+    zero = zero_layer(chain)
+    if zero is not None and registry is UPPER_BOUNDS:
+        return constant_network_bound(name, norm_name, zero, time.perf_counter() - start)
     if not chain.exact and entry.dense_error == "refuse":
         for step in chain.affine_steps:
             step.exact_weight(name)  # raises MethodNotApplicableError naming the step
@@ -150,6 +153,37 @@ def run_method(
     if not chain.exact and entry.dense_error == "add":
         certificate = with_dense_error(certificate, chain.jacobian_error_bound(norm_name))
     return replace(certificate, method=name, seconds=time.perf_counter() - start)
+
+
+def zero_layer(chain: LayerChain) -> str | None:
+    """The name of an affine step whose matrix is exactly zero (then ``f`` is constant), or
+    ``None``. Only steps small enough for the dense verifiers (:data:`VERIFIER_DENSE_ENTRIES`)
+    are read; a pruned dense layer or a convolution that reads only padding is one."""
+    for step in chain.affine_steps:
+        if step.in_features * step.out_features > VERIFIER_DENSE_ENTRIES or not step.exact:
+            continue
+        if not bool(step.weight.any()):
+            return step.name
+    return None
+
+
+def constant_network_bound(
+    method: str, norm: NormName, layer: str, seconds: float
+) -> Certificate:
+    """``Lip(f) = 0`` exactly: layer ``layer`` maps everything to zero, so ``f`` is constant.
+
+    Every upper-bound method answers this case the same way, rather than dividing by the
+    zero norm (the audit's crash in ECLipsE) or handing a solver a degenerate problem."""
+    return Certificate(
+        value=0.0,
+        method=method,
+        norm=norm,
+        side="upper",
+        sound=True,
+        seconds=seconds,
+        notes=(f"layer {layer!r} is exactly zero: the network is constant, Lip = 0",),
+        details={"zero_layer": layer},
+    )
 
 
 def with_dense_error(certificate: Certificate, error: float) -> Certificate:
