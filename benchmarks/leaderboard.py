@@ -13,6 +13,9 @@ attacked is checked against PGD; a certified-and-broken point aborts the run
     python benchmarks/leaderboard.py --epochs 20           # longer
     python benchmarks/leaderboard.py --quick               # smoke run on a subset
     python benchmarks/leaderboard.py --merge a.json b.json # one table from separate runs
+    python benchmarks/leaderboard.py --epochs 20 --methods tightlip --seeds 0,1,2 \
+        --tightlip-batch-size 256 --optimizer muon --projection clip --lr 0.01 --test-limit 0
+                                                           # issue 19's rows: mean ± std
 
 Budget: one epoch over the 60k MNIST images takes about 3 to 60 s per method on one thread
 of the shared 2-core machine (orthogonal is the slowest, see the table); the default run
