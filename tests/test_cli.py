@@ -196,3 +196,14 @@ def test_data_fetch_offers_only_what_it_can_download() -> None:
     text = " ".join(runner.invoke(app, ["data", "fetch", "--help"], terminal_width=200).output.split())
     listed = text[text.index("dataset name (") :].split(")")[0]
     assert "mnist" in listed and "cifar10" in listed and "files" not in listed
+
+
+def test_certification_reports_each_stage_off_a_terminal(quick_run) -> None:
+    """Issue 21, item 7: certification ran for minutes with no output; each stage now prints
+    one line on stderr with the elapsed time."""
+    out, output = quick_run
+    result = runner.invoke(app, ["certify", str(out / "checkpoint"), "--quick", "--out",
+                                 str(out.parent / "again"), "--lower-seconds", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("certify: ")]
+    assert [line.split()[1] for line in lines][:3] == ["sound", "lower", "certificates"]

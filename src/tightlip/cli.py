@@ -54,6 +54,7 @@ from tightlip.eval.experiment import (
     evaluate,
     load_data,
     run_experiment,
+    stderr_line,
     write_outputs,
 )
 from tightlip.eval.report import results_rows
@@ -671,6 +672,7 @@ def certify(
                 train_seconds=float(config.get("train_seconds", 0.0)),
                 config=certify_config(checkpoint, evaluation, quick=quick),
                 device=resolve_device(device),
+                log=stderr_line,
             )
         write_outputs(target, metrics)
     except USER_ERRORS as error:
@@ -721,6 +723,7 @@ def _certify_imported(
         method=IMPORTED,
         config=config,
         device=resolve_device(device),
+        log=stderr_line,
     )
     return metrics, target
 

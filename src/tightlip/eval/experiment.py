@@ -8,7 +8,9 @@ every method (tightlip and the baselines) is measured by the same code into the 
 from __future__ import annotations
 
 import platform
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -124,22 +126,31 @@ def evaluate(
     train_seconds: float = 0.0,
     config: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Bounds, certified and PGD accuracy of ``model`` on the test split, as a metrics dict.
 
     Every certificate reported (global, last-layer and the method's local one, if any) goes
     through the same PGD soundness cross-check in :func:`tightlip.eval.certify.certify`.
     The attacks run on ``device`` (a copy of the model there); every bound and certificate is
-    computed in float64 on the CPU.
+    computed in float64 on the CPU. ``log`` receives one line as each stage ends (the CLI
+    prints them on stderr, so a long certification is never silent).
     """
     chosen = METHODS.get(method) if isinstance(method, str) else method
     started = time.perf_counter()
+
+    def stage(text: str) -> None:
+        if log is not None:
+            log(f"certify: {text} ({time.perf_counter() - started:.1f} s)")
+
     model.eval()
     chain = to_chain(model)
     check_test_inputs(chain, data)
     radii = tuple(evaluation.radii or DEFAULT_RADII[norm])
     upper = chosen.certified_bound(model, norm)
+    stage(f"sound upper bound {upper.value:.6g} ({upper.method})")
     lower = best_lower_bound(model, norm, data.test_x, evaluation)
+    stage(f"lower bound {lower.value:.6g} ({lower.method})")
     if lower.value > upper.value * (1 + 1e-9):
         raise SoundnessError(
             f"lower bound {lower.value} exceeds the sound upper bound {upper.value}: a bug"
@@ -148,6 +159,7 @@ def evaluate(
     if chosen.certify_local is not None:
         local_result = chosen.certify_local(model, data.test_x, data.test_y, norm, radii)
         local["local"] = local_result["certified_mask"]
+        stage("local certificates")
     result = certify(
         chain,
         data.test_x,
@@ -163,6 +175,8 @@ def evaluate(
         attack_limit=evaluation.attack_limit,
         seed=evaluation.seed,
     )
+    attacked = min(result.n_examples, evaluation.attack_limit or result.n_examples)
+    stage(f"certificates on {result.n_examples} images, PGD on {attacked}")
     margins = result.margins
     curve_radii = [float(r) for r in torch.linspace(0, max(radii) * 1.5, 61)]
     curve = {
@@ -224,6 +238,11 @@ def certify_config(checkpoint: Checkpoint, evaluation: EvalConfig, *, quick: boo
         "evaluation": evaluation.to_dict(),
         "quick": quick,
     }
+
+
+def stderr_line(text: str) -> None:
+    """One progress line on stderr (what the CLI shows while certifying)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def write_outputs(out_dir: Path, metrics: dict[str, Any]) -> None:
@@ -340,6 +359,7 @@ def run_experiment(run: RunConfig) -> dict[str, Any]:
         train_seconds=train_seconds,
         config=config,
         device=run.device,
+        log=stderr_line if run.progress else None,
     )
     write_outputs(run.out_dir, metrics)
     return metrics
