@@ -316,3 +316,14 @@ def test_a_network_with_an_all_zero_layer_is_bounded_by_every_method() -> None:
         certificate = t.upper_bound(model, "2", method)
         assert certificate.value == 0.0 and certificate.sound, method
         assert "exactly zero" in certificate.notes[0]
+
+
+def test_check_lower_accepts_a_zero_certificate_whose_witness_is_none() -> None:
+    """Audit (issue 21): a zero-valued MILP lower certificate with ``witness: None`` was refused."""
+    from tightlip.bounds.check import check_lower
+    from tightlip.certificate import Certificate
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    zero = Certificate(value=0.0, method="milp", norm="2", side="lower", sound=True,
+                       details={"witness": None})
+    assert check_lower(model, zero) == 0.0

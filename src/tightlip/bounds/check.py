@@ -41,7 +41,7 @@ def check_lower(
     if certificate.side not in ("lower", "exact"):
         raise BadArgumentError(f"check_lower needs a lower bound, got a {certificate.side} bound")
     details: dict[str, Any] = {**certificate.details, **(tensors or {})}
-    if "witness" not in details and "witness_tensor" not in details:
+    if details.get("witness") is None and details.get("witness_tensor") is None:
         if certificate.value <= 0:
             return 0.0
         raise BadArgumentError(
