@@ -8,6 +8,7 @@ SDPs, SCS (first order, scales to large ones) above ``auto_limit`` rows.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from tightlip.bounds.certified_linalg import NotCertifiedError
@@ -54,7 +55,11 @@ def solve_sdp(
         solver, size, auto_limit=auto_limit, eps=eps, time_limit=time_limit, max_iters=max_iters
     )
     try:
-        problem.solve(solver=name, **options)
+        with warnings.catch_warnings():
+            # "Solution may be inaccurate": the callers never report the solver's value; they
+            # re-check its multipliers in float64 (a certified Cholesky) and say so
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            problem.solve(solver=name, **options)
     except cp.error.SolverError as exc:
         raise NotCertifiedError(f"SDP solver {name} failed: {exc}") from exc
     return name
