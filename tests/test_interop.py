@@ -521,3 +521,55 @@ def test_a_run_directory_stands_for_its_checkpoint(tmp_path) -> None:
     )
     loaded = load(tmp_path / "run")
     assert loaded.kind == "checkpoint" and loaded.source.name == "checkpoint"
+
+
+def test_conv_batchnorm_onnx_at_opset_13_is_read_and_checked(tmp_path) -> None:
+    """Audit (issue 21): Conv → BatchNormalization files at opset ≤ 13 were refused ("does not
+    reproduce … 0.143") because onnx.reference's BatchNormalization is wrong there; the check
+    now uses a correct kernel and the import is accepted and matches the graph."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import tightlip as tl
+    from tightlip.interop.check import run_onnx
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "W": rng.normal(size=(3, 1, 3, 3)), "g": rng.uniform(0.5, 2, 3),
+        "b": rng.uniform(-1, 1, 3), "mu": rng.uniform(-0.5, 0.5, 3),
+        "var": rng.uniform(0.3, 2, 3), "L": rng.normal(size=(4, 3 * 6 * 6)),
+    }
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"]),
+        helper.make_node("BatchNormalization", ["c", "g", "b", "mu", "var"], ["n"], epsilon=1e-5),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "Lt"], ["y"]),
+    ]
+    inits.append(numpy_helper.from_array(arrays["L"].T.astype(np.float32), "Lt"))
+    graph = helper.make_graph(
+        nodes, "conv-bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = rng.uniform(size=(1, 1, 8, 8))
+    expected = np.maximum(
+        0,
+        (torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(arrays["W"])).numpy()
+         - arrays["mu"].reshape(1, -1, 1, 1)) / np.sqrt(arrays["var"].reshape(1, -1, 1, 1) + 1e-5)
+        * arrays["g"].reshape(1, -1, 1, 1) + arrays["b"].reshape(1, -1, 1, 1),
+    ).reshape(1, -1) @ arrays["L"].T
+    from tightlip.interop.check import as_double
+
+    got, _ = run_onnx(as_double(model), x)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    path = tmp_path / "conv_bn13.onnx"
+    onnx.save(model, path)
+    imported = tl.load_model(path)
+    torch.testing.assert_close(
+        imported(torch.from_numpy(x).reshape(1, -1)).double(),
+        torch.from_numpy(expected), rtol=1e-5, atol=1e-5,
+    )

@@ -162,7 +162,35 @@ def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, str]:
             raise
     from onnx.reference import ReferenceEvaluator
 
-    return np.asarray(ReferenceEvaluator(model).run(None, {name: x})[0]), "onnx.reference (float64)"
+    evaluator = ReferenceEvaluator(model, new_ops=[_batch_normalization_op()])
+    return np.asarray(evaluator.run(None, {name: x})[0]), "onnx.reference (float64)"
+
+
+def _batch_normalization_op() -> type:
+    """Inference-mode ``BatchNormalization`` for the reference evaluator, every opset.
+
+    ``y = (x − mean) / √(var + ε) · scale + B`` per channel (axis 1). onnx 1.23's own kernel
+    for opsets 9–13 is wrong, which refused valid Conv → BN files (the audit of issue 21);
+    onnxruntime has no float64 ``Conv``, so conv nets are always checked here.
+    """
+    from onnx.reference.op_run import OpRun
+
+    class BatchNormalization(OpRun):
+        op_domain = ""
+
+        def _run(  # type: ignore[override]
+            self, x, scale, bias, mean, var, epsilon=None, momentum=None, spatial=None,
+            training_mode=None,
+        ):
+            del momentum, spatial
+            if training_mode:
+                raise NotImplementedError("BatchNormalization in training mode")
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            eps = 1e-5 if epsilon is None else float(epsilon)
+            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+            return ((y * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype),)
+
+    return BatchNormalization
 
 
 def check_onnx(
