@@ -240,3 +240,29 @@ def test_certify_names_both_shapes_when_the_data_does_not_fit(tmp_path) -> None:
     result = runner.invoke(app, ["certify", str(tmp_path / "small.onnx"), "--quick"])
     assert_one_line_error(result, "reads inputs of shape (6,)", "(784,)", "--dataset")
     assert not list(tmp_path.glob("certify-*"))
+
+
+def test_bound_json_writes_a_large_witness_that_check_lower_re_certifies(tmp_path) -> None:
+    """Audit (issue 21): for a 3072-input network ``bound --json`` recorded only the
+    witness's shape; the tensors now go to a safetensors file beside the JSON."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from tightlip.bounds.check import check_lower
+    from tightlip.certificate import Certificate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3072, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    out = tmp_path / "bounds.json"
+    result = runner.invoke(app, ["bound", str(tmp_path / "net.pt"), "--architecture",
+                                 "linear,relu,linear", "--method", "trivial", "--lower-seconds",
+                                 "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["bounds"]
+    lower = next(row for row in rows if row["side"] == "lower")
+    assert lower["tensor_file"] == "bounds.safetensors"
+    tensors = load_file(str(tmp_path / lower["tensor_file"]))
+    certificate = Certificate.from_dict(lower, tensors)
+    assert check_lower(model, certificate) >= certificate.value > 0

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from safetensors.torch import save_file
 
 from tightlip.arch import parse_arch
 from tightlip.bounds import upper_methods
@@ -962,7 +963,15 @@ def bound(
     for name, reason in skipped.items():
         console.print(f"[yellow]{name}[/]: {escape(_skip_line(name, reason))}")
     if json_out is not None:
-        json_out.write_text(json.dumps(_bound_json(loaded, chain, norm_name, uppers, lower), indent=2))
+        document = _bound_json(loaded, chain, norm_name, uppers, lower)
+        witness = lower.tensors()
+        if witness:  # a large witness (e.g. a 3072-input image) is saved apart, re-checkable
+            tensor_file = json_out.with_suffix(".safetensors")
+            save_file({k: v.contiguous() for k, v in witness.items()}, str(tensor_file))
+            for row in document["bounds"]:
+                if row.get("side") == "lower" and row.get("status") == "ok":
+                    row["tensor_file"] = tensor_file.name
+        json_out.write_text(json.dumps(document, indent=2))
 
 
 def _bound_json(
