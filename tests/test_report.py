@@ -43,3 +43,17 @@ def test_report_leaves_optimizer_history_and_origin_out(tmp_path) -> None:
     assert '"widths"' in text
     for word in ("param_groups", "optimizer", '"history"', '"origin"'):
         assert word not in text
+
+
+def test_an_imported_network_shows_no_training_time() -> None:
+    """Issue 21: "train seconds 0.0" was shown for imported models."""
+    from tightlip.eval.report import results_rows
+
+    metrics = {
+        "method": "imported", "norm": "2", "clean_accuracy": 0.9, "lipschitz_upper": 2.0,
+        "lipschitz_lower": 1.5, "tightness": 4 / 3, "certified_accuracy": {},
+        "pgd_accuracy": {}, "train_seconds": 0.0,
+    }
+    labels = [label for label, _ in results_rows(metrics)]
+    assert "train seconds" not in labels
+    assert "train seconds" in [label for label, _ in results_rows({**metrics, "train_seconds": 3.0})]
