@@ -573,3 +573,13 @@ def test_conv_batchnorm_onnx_at_opset_13_is_read_and_checked(tmp_path) -> None:
         imported(torch.from_numpy(x).reshape(1, -1)).double(),
         torch.from_numpy(expected), rtol=1e-5, atol=1e-5,
     )
+
+
+def test_architecture_listing_has_no_bare_index_tags() -> None:
+    """Issue 21: tags such as ``[1] [3] [identity]`` appeared in the architecture listing."""
+    from tightlip.interop.describe import describe
+    from tightlip.model import to_chain
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    lines = describe(to_chain(model), "2")
+    assert len(lines) == 2 and not any("[" in line for line in lines)

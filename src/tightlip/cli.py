@@ -957,7 +957,9 @@ def bound(
     if len(applicable) == 1 and applicable[0].layers:
         console.print(
             "per layer: "
-            + " · ".join(f"{layer.name}={layer.value:.5g}" for layer in applicable[0].layers),
+            + " · ".join(
+                f"{i}: {layer.value:.5g}" for i, layer in enumerate(applicable[0].layers, start=1)
+            ),
             markup=False,
         )
     for name, reason in skipped.items():

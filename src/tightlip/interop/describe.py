@@ -38,7 +38,14 @@ class LayerLine:
             if self.activation is not None
             else "output"
         )
-        return f"{self.index:>3}  {self.kind:<8} {shape:<14} {bias:<8} {then}   [{self.name}]"
+        tag = "" if _uninformative(self.name) else f"   [{self.name}]"
+        return f"{self.index:>3}  {self.kind:<8} {shape:<14} {bias:<8} {then}{tag}"
+
+
+def _uninformative(name: str) -> bool:
+    """A module index (``0``, ``layers.3``) or the identity read-out says nothing to a reader."""
+    last = name.rsplit(".", 1)[-1]
+    return last.isdigit() or name in ("identity", IDENTITY_READOUT, "linear")
 
 
 def _kind(step: AffineStep) -> str:
