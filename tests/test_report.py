@@ -57,3 +57,21 @@ def test_an_imported_network_shows_no_training_time() -> None:
     labels = [label for label, _ in results_rows(metrics)]
     assert "train seconds" not in labels
     assert "train seconds" in [label for label, _ in results_rows({**metrics, "train_seconds": 3.0})]
+
+
+def test_results_lead_with_the_best_certificate_and_name_the_bound() -> None:
+    """Issue 21: two certificate rows and no headline; the table now leads with the best
+    certificate per radius, names it and the radius units, and names the bound's method."""
+    from tightlip.eval.report import results_rows
+
+    metrics = {
+        "method": "tightlip", "norm": "2", "clean_accuracy": 0.9, "lipschitz_upper": 1.0,
+        "lipschitz_lower": 0.99, "tightness": 1.01, "pgd_accuracy": {}, "train_seconds": 1.0,
+        "certified_accuracy": {"global": {"1.58": 0.60}, "last_layer": {"1.58": 0.62}},
+        "certified_accuracy_best": {"1.58": 0.62},
+        "upper_certificate": {"method": "trivial"},
+    }
+    labels = [label for label, _ in results_rows(metrics)]
+    first = next(i for i, label in enumerate(labels) if label.startswith("certified @"))
+    assert "best certificate (last_layer" in labels[first] and "input units" in labels[first]
+    assert "Lipschitz upper (sound, trivial)" in labels

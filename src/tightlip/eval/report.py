@@ -62,11 +62,19 @@ def results_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ("method", str(metrics.get("method", "tightlip"))),
         ("norm", NORM_SYMBOL.get(metrics["norm"], metrics["norm"])),
         ("clean accuracy", _percent(metrics["clean_accuracy"])),
-        ("Lipschitz upper (sound)", f"{metrics['lipschitz_upper']:.6g}"),
+        (
+            "Lipschitz upper (sound"
+            + (f", {metrics['upper_certificate']['method']})" if "upper_certificate" in metrics else ")"),
+            f"{metrics['lipschitz_upper']:.6g}",
+        ),
         ("Lipschitz lower (witness)", f"{metrics['lipschitz_lower']:.6g}"),
         ("tightness upper/lower", f"{metrics['tightness']:.4f}"),
     ]
     certified = metrics["certified_accuracy"]
+    unit = "radius in input units, pixels in [0, 1]"
+    for radius, value in metrics.get("certified_accuracy_best", {}).items():
+        used = max(certified, key=lambda name: certified[name].get(radius, 0.0))
+        rows.append((f"certified @ {radius}, best certificate ({used}; {unit})", _percent(value)))
     for method, by_radius in certified.items():
         for radius, value in by_radius.items():
             rows.append((f"certified @ {radius} ({method})", _percent(value)))
