@@ -266,3 +266,33 @@ def test_bound_json_writes_a_large_witness_that_check_lower_re_certifies(tmp_pat
     tensors = load_file(str(tmp_path / lower["tensor_file"]))
     certificate = Certificate.from_dict(lower, tensors)
     assert check_lower(model, certificate) >= certificate.value > 0
+
+
+def test_certify_bound_best_uses_the_tightest_sound_bound(tmp_path) -> None:
+    """Issue 21: certify used ECLipsE-Fast although LipSDP was tighter, with no option;
+    ``--bound best`` certifies with the tightest sound bound, ``--bound trivial`` never loosens
+    the method's own."""
+    import json
+
+    from conftest import mnist_dir_or_skip
+
+    mnist_dir_or_skip()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 12), torch.nn.ReLU(), torch.nn.Linear(12, 10))
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    common = ["certify", str(tmp_path / "net.pt"), "--architecture", "linear,relu,linear",
+              "--quick", "--attack-limit", "20", "--lower-seconds", "1"]
+    values = {}
+    for bound in (None, "best", "trivial"):
+        out = tmp_path / f"cert-{bound}"
+        args = [*common, "--out", str(out)] + ([] if bound is None else ["--bound", bound])
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        values[bound] = (metrics["lipschitz_upper"], metrics["upper_certificate"]["method"])
+    assert values["best"][0] <= values[None][0]
+    assert values["best"][1] in ("lipsdp", "eclipse", "syed-hu", "eclipse-fast", "trivial")
+    assert values["best"][0] < values[None][0] * 0.999  # an SDP-class bound beats ECLipsE-Fast
+    assert values["trivial"] == values[None]  # the trivial bound is not tighter: kept as it was
+    bad = runner.invoke(app, [*common, "--bound", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "nope" in bad.stderr

@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,9 +65,9 @@ from tightlip.interop.imported import IMPORTED
 from tightlip.interop.load import LoadedModel
 from tightlip.interop.load import load as load_model_file
 from tightlip.layers.activation import ACTIVATIONS
-from tightlip.methods import METHODS
+from tightlip.methods import METHODS, Method
 from tightlip.model import LayerChain, to_chain
-from tightlip.norms import parse_norm
+from tightlip.norms import NormName, parse_norm
 from tightlip.settings import (
     PRESETS,
     QUICK_EPOCHS,
@@ -627,6 +628,18 @@ def certify(
             "uses its own)",
         ),
     ] = None,
+    bound_method: Annotated[
+        str | None,
+        typer.Option(
+            "--bound",
+            help="the upper bound that certifies: 'best' (the tightest sound bound of every "
+            "verifier that fits, within --timeout each) or a verifier's name (kept only if "
+            "tighter than the method's own); default: the method's own",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="with --bound: seconds per verifier (0: no limit)")
+    ] = 120.0,
 ) -> None:
     """Certify a model: bounds, tightness, certified and PGD accuracy.
 
@@ -642,11 +655,16 @@ def certify(
             attack_limit=attack_limit,
             lower_seconds=lower_seconds,
         )
+        if bound_method is not None and bound_method != "best":
+            bound_method = UPPER_BOUNDS.resolve(bound_method)
+        if timeout < 0:
+            raise BadArgumentError(f"--timeout must be ≥ 0, got {timeout:g}")
         loaded = _load_model_file(ckpt, architecture)
         checkpoint = loaded.checkpoint
         if checkpoint is None:
             metrics, target = _certify_imported(
-                loaded, out, force, data, quick, evaluation, norm, dataset_name, device
+                loaded, out, force, data, quick, evaluation, norm, dataset_name, device,
+                _with_bound(IMPORTED, bound_method, timeout),
             )
         else:
             if dataset_name is not None:
@@ -669,7 +687,9 @@ def certify(
                 norm_name,
                 dataset,
                 evaluation,
-                method=config.get("method", "tightlip"),
+                method=_with_bound(
+                    METHODS.get(config.get("method", "tightlip")), bound_method, timeout
+                ),
                 train_seconds=float(config.get("train_seconds", 0.0)),
                 config=certify_config(checkpoint, evaluation, quick=quick),
                 device=resolve_device(device),
@@ -694,6 +714,7 @@ def _certify_imported(
     norm: str | None,
     dataset_name: str | None,
     device: str,
+    method: Method | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """``certify`` for a network trained elsewhere (ONNX, state dict + architecture)."""
     target = certify_output_dir(loaded.source, out, force=force)  # beside the file
@@ -721,7 +742,7 @@ def _certify_imported(
         parse_norm(norm or "2"),
         dataset,
         evaluation,
-        method=IMPORTED,
+        method=method or IMPORTED,
         config=config,
         device=resolve_device(device),
         log=stderr_line,
@@ -787,6 +808,29 @@ def _load_model_file(path: Path, architecture: str | None) -> LoadedModel:
 
 #: the SDP methods, with the option that limits the size of their SDP and how to measure it
 _SDP_LIMITS = {"lipsdp": "max_size", "eclipse": "max_width"}
+
+
+def _with_bound(method: Method | str, bound: str | None, timeout: float) -> Method:
+    """``method`` certifying with the tightest sound upper bound of its own and ``bound``'s
+    (``best``: every registered verifier that fits the network, each within ``timeout``)."""
+    chosen = METHODS.get(method) if isinstance(method, str) else method
+    if bound is None:
+        return chosen
+    own = chosen.certified_bound
+
+    def certified(model: torch.nn.Module, norm: NormName) -> Certificate:
+        chain = to_chain(model)
+        names = list(upper_methods()) if bound == "best" else [bound]
+        runnable = [name for name in names if _sdp_too_large(chain, name) is None]
+        limit = timeout or None
+        found = portfolio(chain, norm, methods=runnable, lower_methods=[],
+                          options=_method_options(runnable, limit, None, 0.0), timeout=limit)
+        candidates = [own(model, norm)] + [
+            c for c in found if c.side == "upper" and c.sound and not c.details.get("skipped")
+        ]
+        return min(candidates, key=lambda c: c.value)
+
+    return replace(chosen, certified_bound=certified)
 
 
 def _sdp_too_large(chain: LayerChain, method: str) -> str | None:
