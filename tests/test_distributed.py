@@ -191,7 +191,7 @@ def test_cli_nproc_2_trains_and_certifies_once(tmp_path: Path) -> None:
     out = tmp_path / "run"
     base = [sys.executable, "-m", "tightlip", "train", "--nproc", "2", "--dataset", "files",
             "--data", str(data), "--widths", "16", "--batch-size", "32", "--out", str(out),
-            "--dist-timeout", "60"]
+            "--dist-timeout", "300"]
     first = subprocess.run([*base, "--epochs", "2", "--attack-limit", "20", "--lower-seconds",
                             "0.5"], capture_output=True, text=True, timeout=300,
                            env=environment(), cwd=ROOT)
