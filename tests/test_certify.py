@@ -107,6 +107,18 @@ def test_sandwich_last_layer_certificate_uses_its_own_backbone_bound() -> None:
         y = model(x).argmax(dim=1)
     weight, backbone = METHODS.get("sandwich").read_out(model, "2")
     assert backbone <= 1.0 + 1e-6  # √γ·∏c with γ = 1
+
+    def g(h: torch.Tensor) -> torch.Tensor:  # everything before the head
+        for layer in model.layers[:-1]:
+            h = layer(h)
+        return h
+
+    with torch.no_grad():  # the factorisation is the network: f = W g(x) + b
+        rebuilt = g(x[:5]).double() @ weight.T + model.layers[-1].bias.double()
+        torch.testing.assert_close(rebuilt, model(x[:5]).double(), rtol=1e-5, atol=1e-5)
+    for point in x[:5]:  # and L_backbone bounds g's Jacobian (a wrong bound would be caught)
+        jacobian = torch.autograd.functional.jacobian(lambda v: g(v[None])[0], point)
+        assert float(torch.linalg.matrix_norm(jacobian.double(), 2)) <= backbone * (1 + 1e-6)
     upper = METHODS.get("sandwich").certified_bound(model, "2").value
     own = certified_radii(chain, x, y, "2", upper, read_out=(weight, backbone))
     from_chain = certified_radii(chain, x, y, "2", upper)
