@@ -331,6 +331,16 @@ class TrivialBoundEstimator(nn.Module):
         return norms
 
     @torch.no_grad()
+    def _current_norm(self, i: int) -> float:
+        """Layer ``i``'s norm estimate for the current weights, without a power step:
+        ``|uᵀ A_i v|`` in ℓ2 (from below), the largest abs-sum in ℓ1 / ℓ∞ (exact)."""
+        if self.norm == "2":
+            u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+            weight = self._layers[i].weight
+            return float(torch.dot(u.flatten(), self._forward_map(i, weight, v).flatten()).abs())
+        return float(self._abs_sums(i).max())
+
+    @torch.no_grad()
     def rescale_layers_(self) -> None:
         """Rescale every layer in place to estimated norm 1, keeping ``f / L̂`` unchanged.
 
@@ -348,12 +358,7 @@ class TrivialBoundEstimator(nn.Module):
         """
         cumulative = 1.0
         for i, layer in enumerate(self._layers):
-            if self.norm == "2":
-                u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
-                estimate = torch.dot(u.flatten(), self._forward_map(i, layer.weight, v).flatten())
-            else:
-                estimate = self._abs_sums(i).max()
-            factor = 1.0 / max(float(estimate.abs()), 1e-12)
+            factor = 1.0 / max(self._current_norm(i), 1e-12)
             cumulative *= factor
             layer.weight.mul_(factor)
             if layer.bias is not None:
@@ -371,12 +376,7 @@ class TrivialBoundEstimator(nn.Module):
             kernel = layer.weight
             matrix = kernel.reshape(kernel.shape[0], -1)
             kernel.copy_(project_dense(matrix, self.norm).reshape(kernel.shape))
-            if self.norm == "2":
-                u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
-                estimate = torch.dot(u.flatten(), self._forward_map(i, layer.weight, v).flatten())
-            else:
-                estimate = self._abs_sums(i).max()
-            layer.weight.div_(max(1.0, float(estimate.abs())))
+            layer.weight.div_(max(1.0, self._current_norm(i)))
 
     def last_weight(self) -> torch.Tensor:
         """The weight of the final linear layer (the read-out ``W_L``)."""
